@@ -1,0 +1,4 @@
+//! One module per subcommand. Each exposes its clap arguments and a `run` function that
+//! returns the process exit code.
+
+pub mod version;
