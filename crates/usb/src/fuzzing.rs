@@ -74,4 +74,22 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("language_ids", language_ids),
     ("port_path", port_path),
     ("setup_packet", setup_packet),
+    ("usbmon_record", usbmon_record),
+    ("usbmon_pcap", usbmon_pcap),
 ];
+
+/// One usbmon record (64-byte header + data): what parses re-encodes to the same record.
+pub fn usbmon_record(data: &[u8]) {
+    if let Ok(r) = crate::trace::Record::parse(data) {
+        assert_eq!(crate::trace::Record::parse(&r.to_bytes()).as_ref(), Ok(&r));
+    }
+}
+
+/// A whole pcap file of usbmon records, split into conversations and opened as replays.
+pub fn usbmon_pcap(data: &[u8]) {
+    if let Ok(records) = crate::trace::read_records(data) {
+        for c in crate::trace::Conversation::from_records(&records) {
+            let _ = crate::trace::Replay::new(c);
+        }
+    }
+}

@@ -61,6 +61,7 @@ mod device;
 mod error;
 mod port;
 pub mod string;
+pub mod trace;
 mod transfer;
 
 #[doc(hidden)]
