@@ -18,3 +18,16 @@ pub fn fault_spec(data: &[u8]) {
         assert_eq!(again, spec, "round trip of {text:?} via {canonical:?}");
     }
 }
+
+/// Any bytes either parse into an iBoot command whose canonical text parses back to the same
+/// command, or are refused with an error; never a panic.
+pub fn recovery_command(data: &[u8]) {
+    use crate::command::Command;
+    if let Ok(command) = Command::parse(data) {
+        let text = command.to_string();
+        match Command::parse(text.as_bytes()) {
+            Ok(again) => assert_eq!(again, command, "canonical form {text:?}"),
+            Err(e) => panic!("canonical form {text:?} of {command:?} does not parse: {e}"),
+        }
+    }
+}

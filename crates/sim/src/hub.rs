@@ -1,0 +1,678 @@
+//! An in-process USB backend: a virtual hub whose ports hold virtual phones.
+//!
+//! [`VirtualHub`] implements [`usb::UsbBackend`]: `devices()` lists the phones enumerated now,
+//! `open()` gives a [`usb::UsbDevice`] handle bound to one enumeration (it answers NO_DEVICE
+//! once that enumeration has left the bus, even if the phone is back in another mode), and
+//! `watch()` delivers [`usb::HotplugEvent`]s: arrivals and departures, including the
+//! re-enumerations after mode changes, when the hub's clock reaches them.
+//!
+//! Hotplug sinks are called with the hub's locks held: as `usb::HotplugSink` says, they must
+//! only enqueue (send on a channel), never call the hub.
+//!
+//! Each port holds its phone behind its own lock, so many phones are driven from many threads
+//! at once; the hotplug bookkeeping has one more lock, taken only when a phone arrives or
+//! leaves. Transfers are charged to the hub's [`Clock`] at the link rate (virtual time moves;
+//! real time is waited out only with [`crate::clock::RealClock`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use usb::{
+    Completion, ConfigurationDescriptor, Control, DeviceDescriptor, DeviceId, DeviceInfo,
+    ErrorKind, HotplugEvent, HotplugSink, Operation, PortPath, Speed, Transfer, UsbBackend,
+    UsbDevice, UsbError, Watch,
+};
+
+use crate::clock::Clock;
+use crate::phone::{Answer, Phone, PhoneEvent};
+
+/// A hub operation that cannot be done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// No port with this index.
+    #[error("the hub has {ports} ports; there is no port {index}")]
+    NoSuchPort {
+        /// Index asked for.
+        index: usize,
+        /// Ports on the hub.
+        ports: usize,
+    },
+    /// A phone is already plugged there.
+    #[error("port {path} already holds a phone")]
+    PortBusy {
+        /// The port.
+        path: PortPath,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Present {
+    id: DeviceId,
+}
+
+struct Slot {
+    phone: Option<Phone>,
+    full_speed_cable: bool,
+    current: Option<Present>,
+}
+
+struct Port {
+    path: PortPath,
+    slot: Mutex<Slot>,
+}
+
+struct Bus {
+    sinks: Vec<(u64, HotplugSink)>,
+    next_sink: u64,
+    present: BTreeMap<DeviceId, (DeviceInfo, usize, u64)>,
+    next_address: u8,
+}
+
+struct Inner {
+    clock: Arc<dyn Clock>,
+    ports: Vec<Port>,
+    bus: Mutex<Bus>,
+    bus_number: u8,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in another driver thread must not wedge the whole hub.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Inner {
+    /// Turns the phone's bus events into hotplug events (slot lock held; bus lock inside).
+    fn drain(&self, index: usize, slot: &mut Slot) {
+        let Some(port) = self.ports.get(index) else {
+            return;
+        };
+        while let Some(event) = slot.phone.as_mut().and_then(Phone::poll_event) {
+            let mut bus = lock(&self.bus);
+            let hotplug = match event {
+                PhoneEvent::Left => {
+                    let Some(present) = slot.current.take() else {
+                        continue;
+                    };
+                    bus.present.remove(&present.id);
+                    HotplugEvent::Left {
+                        id: present.id,
+                        port_path: Some(port.path.clone()),
+                    }
+                }
+                PhoneEvent::Arrived { speed, .. } => {
+                    let Some(phone) = slot.phone.as_ref() else {
+                        continue;
+                    };
+                    let Ok(descriptor) = DeviceDescriptor::parse(&phone.identity().device) else {
+                        continue;
+                    };
+                    let address = bus.allocate();
+                    let id = DeviceId {
+                        bus: self.bus_number,
+                        address,
+                    };
+                    let info = DeviceInfo {
+                        id,
+                        port_path: Some(port.path.clone()),
+                        speed,
+                        descriptor,
+                    };
+                    bus.present
+                        .insert(id, (info.clone(), index, phone.generation()));
+                    slot.current = Some(Present { id });
+                    HotplugEvent::Arrived { device: info }
+                }
+            };
+            for (_, sink) in bus.sinks.iter_mut() {
+                sink(hotplug.clone());
+            }
+        }
+    }
+
+    fn tick_port(&self, index: usize, now: Instant) {
+        if let Some(port) = self.ports.get(index) {
+            let mut slot = lock(&port.slot);
+            if let Some(phone) = slot.phone.as_mut() {
+                phone.handle_timeout(now);
+            }
+            self.drain(index, &mut slot);
+        }
+    }
+
+    fn tick(&self) {
+        let now = self.clock.now();
+        for i in 0..self.ports.len() {
+            self.tick_port(i, now);
+        }
+    }
+
+    fn port_timer(&self, index: usize) -> Option<Instant> {
+        let port = self.ports.get(index)?;
+        let slot = lock(&port.slot);
+        slot.phone.as_ref().and_then(Phone::poll_timeout)
+    }
+}
+
+impl Bus {
+    fn allocate(&mut self) -> u8 {
+        for _ in 0..127 {
+            let a = self.next_address;
+            self.next_address = if a >= 127 { 2 } else { a + 1 };
+            if !self.present.keys().any(|id| id.address == a) {
+                return a;
+            }
+        }
+        self.next_address
+    }
+}
+
+/// A hub of virtual phones. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct VirtualHub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for VirtualHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtualHub")
+            .field("ports", &self.inner.ports.len())
+            .field("clock", &self.inner.clock)
+            .finish()
+    }
+}
+
+impl VirtualHub {
+    /// A hub with `ports` ports behind root port 1 of bus 1: `1-1.1` … `1-1.N` (at most 255).
+    pub fn new(ports: usize, clock: Arc<dyn Clock>) -> Self {
+        let paths = (1..=ports.min(255))
+            .filter_map(|i| PortPath::new(1, &[1, i as u8]).ok())
+            .collect();
+        Self::with_ports(paths, clock)
+    }
+
+    /// A hub with these port paths (a deeper chain, several buses...). Bus numbers in the ids
+    /// are those of the first path.
+    pub fn with_ports(paths: Vec<PortPath>, clock: Arc<dyn Clock>) -> Self {
+        let bus_number = paths.first().map(PortPath::bus).unwrap_or(1);
+        let ports = paths
+            .into_iter()
+            .map(|path| Port {
+                path,
+                slot: Mutex::new(Slot {
+                    phone: None,
+                    full_speed_cable: false,
+                    current: None,
+                }),
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                clock,
+                ports,
+                bus: Mutex::new(Bus {
+                    sinks: Vec::new(),
+                    next_sink: 0,
+                    present: BTreeMap::new(),
+                    next_address: 2,
+                }),
+                bus_number,
+            }),
+        }
+    }
+
+    /// The clock transfers are charged to.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Number of ports.
+    pub fn port_count(&self) -> usize {
+        self.inner.ports.len()
+    }
+
+    /// The path of port `index`.
+    pub fn port_path(&self, index: usize) -> Option<&PortPath> {
+        self.inner.ports.get(index).map(|p| &p.path)
+    }
+
+    fn port(&self, index: usize) -> Result<&Port, HubError> {
+        self.inner.ports.get(index).ok_or(HubError::NoSuchPort {
+            index,
+            ports: self.inner.ports.len(),
+        })
+    }
+
+    /// Plugs `phone` into port `index`: it enumerates now.
+    pub fn plug(&self, index: usize, mut phone: Phone) -> Result<(), HubError> {
+        let port = self.port(index)?;
+        let mut slot = lock(&port.slot);
+        if slot.phone.is_some() {
+            return Err(HubError::PortBusy {
+                path: port.path.clone(),
+            });
+        }
+        phone.set_cable_full_speed(slot.full_speed_cable);
+        phone.plug(self.inner.clock.now());
+        slot.phone = Some(phone);
+        self.inner.drain(index, &mut slot);
+        Ok(())
+    }
+
+    /// Pulls the phone out of port `index` and hands it back.
+    pub fn unplug(&self, index: usize) -> Result<Option<Phone>, HubError> {
+        let port = self.port(index)?;
+        let mut slot = lock(&port.slot);
+        if let Some(phone) = slot.phone.as_mut() {
+            phone.unplug();
+        }
+        self.inner.drain(index, &mut slot);
+        Ok(slot.phone.take())
+    }
+
+    /// Marks the cable on port `index` as full speed (a bad cable): the phone's next
+    /// enumerations run at 12 Mb/s.
+    pub fn set_cable_full_speed(&self, index: usize, full: bool) -> Result<(), HubError> {
+        let port = self.port(index)?;
+        let mut slot = lock(&port.slot);
+        slot.full_speed_cable = full;
+        if let Some(phone) = slot.phone.as_mut() {
+            phone.set_cable_full_speed(full);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the phone in port `index` (to inspect its record, replug it...), then
+    /// publishes what it did on the bus. `f` runs under the port's lock: it must not call the
+    /// hub back for the same port.
+    pub fn with_phone<R>(&self, index: usize, f: impl FnOnce(&mut Phone) -> R) -> Option<R> {
+        let port = self.inner.ports.get(index)?;
+        let mut slot = lock(&port.slot);
+        let r = slot.phone.as_mut().map(f);
+        self.inner.drain(index, &mut slot);
+        r
+    }
+
+    /// Runs every phone's due timers at the clock's now (arrivals after mode changes...).
+    pub fn tick(&self) {
+        self.inner.tick();
+    }
+
+    /// The earliest timer of any phone.
+    pub fn next_timer(&self) -> Option<Instant> {
+        (0..self.inner.ports.len())
+            .filter_map(|i| self.inner.port_timer(i))
+            .min()
+    }
+
+    /// Moves the clock through every timer due within `horizon` from now (on the virtual
+    /// clock this is instant), then to the end of the horizon. Returns the timers run.
+    pub fn run_for(&self, horizon: Duration) -> usize {
+        let end = self.inner.clock.now() + horizon;
+        let mut n = 0;
+        while let Some(t) = self.next_timer().filter(|t| *t <= end) {
+            self.inner.clock.advance_to(t);
+            self.inner.tick();
+            n += 1;
+        }
+        self.inner.clock.advance_to(end);
+        self.inner.tick();
+        n
+    }
+
+    /// Like [`VirtualHub::run_for`] for one port only (what a thread driving that phone does
+    /// while it waits for the phone to come back), stopping early when `done` says so.
+    pub fn run_port_until(
+        &self,
+        index: usize,
+        horizon: Duration,
+        mut done: impl FnMut(&Phone) -> bool,
+    ) -> bool {
+        let end = self.inner.clock.now() + horizon;
+        loop {
+            let now = self.inner.clock.now();
+            self.inner.tick_port(index, now);
+            if self.with_phone(index, |p| done(p)).unwrap_or(false) {
+                return true;
+            }
+            match self.inner.port_timer(index).filter(|t| *t <= end) {
+                Some(t) => self.inner.clock.advance_to(t.max(now)),
+                None => return false,
+            }
+        }
+    }
+}
+
+/// Removes a sink when the watch is dropped, and stops the real-time ticker.
+struct WatchGuard {
+    inner: Weak<Inner>,
+    id: u64,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(inner) = self.inner.upgrade() {
+            lock(&inner.bus).sinks.retain(|(i, _)| *i != self.id);
+        }
+    }
+}
+
+impl UsbBackend for VirtualHub {
+    fn devices(&self) -> Result<Vec<DeviceInfo>, UsbError> {
+        self.inner.tick();
+        let bus = lock(&self.inner.bus);
+        Ok(bus
+            .present
+            .values()
+            .map(|(info, _, _)| info.clone())
+            .collect())
+    }
+
+    fn open(&self, id: DeviceId) -> Result<Box<dyn UsbDevice>, UsbError> {
+        let gone = || UsbError::new(ErrorKind::NoDevice, Operation::Open);
+        let (info, index, generation) = lock(&self.inner.bus)
+            .present
+            .get(&id)
+            .cloned()
+            .ok_or_else(gone)?;
+        let port = self.inner.ports.get(index).ok_or_else(gone)?;
+        let slot = lock(&port.slot);
+        let phone = slot
+            .phone
+            .as_ref()
+            .filter(|p| p.is_on_bus() && p.generation() == generation)
+            .ok_or_else(gone)?;
+        let identity = phone.identity();
+        let op = |index| Operation::GetDescriptor {
+            descriptor_type: 2,
+            index,
+        };
+        let configs = identity
+            .configurations
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                ConfigurationDescriptor::parse(raw).map_err(|e| UsbError::malformed(op(i as u8), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Box::new(SimDevice {
+            inner: Arc::clone(&self.inner),
+            index,
+            generation,
+            descriptor: info.descriptor,
+            configs,
+            speed: info.speed,
+            path: port.path.clone(),
+        }))
+    }
+
+    fn watch(&self, mut sink: HotplugSink) -> Result<Watch, UsbError> {
+        let mut bus = lock(&self.inner.bus);
+        for (info, _, _) in bus.present.values() {
+            sink(HotplugEvent::Arrived {
+                device: info.clone(),
+            });
+        }
+        let id = bus.next_sink;
+        bus.next_sink += 1;
+        bus.sinks.push((id, sink));
+        drop(bus);
+        let stop = Arc::new(AtomicBool::new(false));
+        if !self.inner.clock.is_virtual() {
+            // Real time: someone has to run the phones' timers while nobody transfers.
+            let weak = Arc::downgrade(&self.inner);
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("sim-hub-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(5));
+                        match weak.upgrade() {
+                            Some(inner) => inner.tick(),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(|_| UsbError::new(ErrorKind::Other, Operation::Hotplug))?;
+        }
+        Ok(Watch::new(WatchGuard {
+            inner: Arc::downgrade(&self.inner),
+            id,
+            stop,
+        }))
+    }
+}
+
+/// An open handle on one enumeration of a virtual phone.
+struct SimDevice {
+    inner: Arc<Inner>,
+    index: usize,
+    generation: u64,
+    descriptor: DeviceDescriptor,
+    configs: Vec<ConfigurationDescriptor>,
+    speed: Speed,
+    path: PortPath,
+}
+
+impl SimDevice {
+    /// Runs `f` on this enumeration's phone, publishes bus events, charges the time.
+    fn with<T>(
+        &self,
+        op: Operation,
+        timeout: Duration,
+        f: impl FnOnce(&mut Phone, Instant) -> Answer<T>,
+    ) -> Result<T, UsbError> {
+        let port = self
+            .inner
+            .ports
+            .get(self.index)
+            .ok_or_else(|| UsbError::new(ErrorKind::NoDevice, op.clone()))?;
+        let answer = {
+            let mut slot = lock(&port.slot);
+            let now = self.inner.clock.now();
+            let answer = match slot.phone.as_mut() {
+                Some(phone) => {
+                    phone.handle_timeout(now);
+                    if phone.is_on_bus() && phone.generation() == self.generation {
+                        f(phone, now)
+                    } else {
+                        Answer {
+                            result: Err(ErrorKind::NoDevice),
+                            took: Duration::ZERO,
+                        }
+                    }
+                }
+                None => Answer {
+                    result: Err(ErrorKind::NoDevice),
+                    took: Duration::ZERO,
+                },
+            };
+            self.inner.drain(self.index, &mut slot);
+            answer
+        };
+        let took = match answer.result {
+            Err(ErrorKind::Timeout) => answer.took + timeout,
+            _ => answer.took,
+        };
+        self.inner.clock.advance(took);
+        answer.result.map_err(|kind| UsbError::new(kind, op))
+    }
+
+    fn perform(&self, transfer: Transfer<'_>, timeout: Duration) -> Result<Completion, UsbError> {
+        self.with(transfer.operation(), timeout, |phone, now| {
+            phone.transfer(transfer, now)
+        })
+    }
+
+    fn still_here(&self) -> bool {
+        self.inner.ports.get(self.index).is_some_and(|port| {
+            lock(&port.slot)
+                .phone
+                .as_ref()
+                .is_some_and(|p| p.is_on_bus() && p.generation() == self.generation)
+        })
+    }
+}
+
+fn mismatch(op: Operation) -> UsbError {
+    UsbError::new(ErrorKind::Other, op)
+}
+
+impl UsbDevice for SimDevice {
+    fn device_descriptor(&self) -> &DeviceDescriptor {
+        &self.descriptor
+    }
+
+    fn configurations(&self) -> &[ConfigurationDescriptor] {
+        &self.configs
+    }
+
+    fn speed(&self) -> Speed {
+        self.speed
+    }
+
+    fn port_path(&self) -> Option<&PortPath> {
+        Some(&self.path)
+    }
+
+    fn active_configuration(&mut self) -> Result<u8, UsbError> {
+        self.with(Operation::GetConfiguration, Duration::ZERO, |phone, _| {
+            Answer {
+                result: Ok(phone.core().active_configuration),
+                took: Duration::ZERO,
+            }
+        })
+    }
+
+    fn set_configuration(&mut self, value: u8) -> Result<(), UsbError> {
+        let setup = Control::new(
+            0x00,
+            usb::standard_request::SET_CONFIGURATION,
+            value.into(),
+            0,
+        );
+        self.perform(
+            Transfer::ControlOut { setup, data: &[] },
+            Duration::from_secs(1),
+        )
+        .map(|_| ())
+        .map_err(|e| UsbError::new(e.kind(), Operation::SetConfiguration { value }))
+    }
+
+    fn claim_interface(&mut self, interface: u8) -> Result<(), UsbError> {
+        let op = Operation::ClaimInterface { interface };
+        self.with(op, Duration::ZERO, |phone, _| {
+            let active = phone.core().active_configuration;
+            let ok = phone.identity().has_interface(active, interface, None);
+            Answer {
+                result: if ok { Ok(()) } else { Err(ErrorKind::NotFound) },
+                took: Duration::ZERO,
+            }
+        })
+    }
+
+    fn release_interface(&mut self, interface: u8) -> Result<(), UsbError> {
+        self.with(
+            Operation::ReleaseInterface { interface },
+            Duration::ZERO,
+            |_, _| Answer {
+                result: Ok(()),
+                took: Duration::ZERO,
+            },
+        )
+    }
+
+    fn set_alternate_setting(
+        &mut self,
+        interface: u8,
+        alternate_setting: u8,
+    ) -> Result<(), UsbError> {
+        let setup = Control::new(
+            0x01,
+            usb::standard_request::SET_INTERFACE,
+            alternate_setting.into(),
+            interface.into(),
+        );
+        self.perform(
+            Transfer::ControlOut { setup, data: &[] },
+            Duration::from_secs(1),
+        )
+        .map(|_| ())
+        .map_err(|e| {
+            UsbError::new(
+                e.kind(),
+                Operation::SetAlternateSetting {
+                    interface,
+                    alternate_setting,
+                },
+            )
+        })
+    }
+
+    fn control_in(
+        &mut self,
+        setup: Control,
+        length: u16,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, UsbError> {
+        match self.perform(Transfer::ControlIn { setup, length }, timeout)? {
+            Completion::In(bytes) => Ok(bytes),
+            _ => Err(mismatch(Operation::ControlIn { setup, length })),
+        }
+    }
+
+    fn control_out(
+        &mut self,
+        setup: Control,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError> {
+        match self.perform(Transfer::ControlOut { setup, data }, timeout)? {
+            Completion::Out { written } => Ok(written),
+            _ => Err(mismatch(Operation::ControlOut {
+                setup,
+                length: data.len(),
+            })),
+        }
+    }
+
+    fn bulk_in(
+        &mut self,
+        endpoint: u8,
+        length: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, UsbError> {
+        match self.perform(Transfer::BulkIn { endpoint, length }, timeout)? {
+            Completion::In(bytes) => Ok(bytes),
+            _ => Err(mismatch(Operation::BulkIn { endpoint, length })),
+        }
+    }
+
+    fn bulk_out(
+        &mut self,
+        endpoint: u8,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError> {
+        match self.perform(Transfer::BulkOut { endpoint, data }, timeout)? {
+            Completion::Out { written } => Ok(written),
+            _ => Err(mismatch(Operation::BulkOut {
+                endpoint,
+                length: data.len(),
+            })),
+        }
+    }
+
+    fn reset(&mut self) -> Result<(), UsbError> {
+        self.perform(Transfer::Reset, Duration::from_secs(1))?;
+        if self.still_here() {
+            Ok(())
+        } else {
+            // libusb's answer when a reset made the device re-enumerate as something else.
+            Err(UsbError::new(ErrorKind::NotFound, Operation::Reset))
+        }
+    }
+}
