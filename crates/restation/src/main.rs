@@ -19,12 +19,19 @@ struct Cli {
 enum Command {
     /// Print the version and the protocol versions this build speaks.
     Version(cli::version::VersionArgs),
+    /// Decode what a phone in recovery/DFU says about itself (serial string, USB mode).
+    Irecv(cli::irecv::IrecvArgs),
+    /// Inspect IPSWs, select build identities, and stage firmware into the verified store.
+    Ipsw(cli::ipsw::IpswArgs),
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version(args) => cli::version::run(&args),
+        Command::Irecv(args) => cli::irecv::run(&args),
+        Command::Ipsw(args) => cli::ipsw::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -32,5 +39,17 @@ fn main() -> ExitCode {
             eprintln!("restation: {err:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Makes a closed stdout end the process quietly, as it does for every Unix command-line tool
+/// (`restation ipsw inspect X | head`). Rust ignores SIGPIPE by default, which turns a closed
+/// pipe into a panic inside `println!`.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

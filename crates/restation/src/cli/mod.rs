@@ -1,4 +1,6 @@
 //! One module per subcommand. Each exposes its clap arguments and a `run` function that
 //! returns the process exit code.
 
+pub mod ipsw;
+pub mod irecv;
 pub mod version;
