@@ -4,6 +4,9 @@
 //! Everything above (usbmux, the recovery and DFU engines in `irecv`, the restore orchestrator)
 //! sees a device only through the small [`UsbDevice`] trait and finds devices through
 //! [`UsbBackend`]; backends are real USB (libusb), the in-process simulator, and trace replay.
+//! The real one, `usb::libusb::RusbBackend` (cargo feature `libusb`), lists and opens Apple
+//! devices only, delivers deduplicated hotplug events from a callback that only enqueues (or
+//! polls where libusb has no hotplug), and keeps the mux's bulk IN read in flight.
 //! The vocabulary follows the USB specification and nusb: [`Control`] requests,
 //! [`DeviceDescriptor`] / [`ConfigurationDescriptor`] / [`Interface`] / [`AltSetting`] /
 //! [`EndpointDescriptor`], string descriptors in [`string`], [`Speed`], [`PortPath`].
@@ -59,6 +62,8 @@ mod control;
 mod descriptor;
 mod device;
 mod error;
+#[cfg(feature = "libusb")]
+pub mod libusb;
 mod port;
 pub mod string;
 pub mod trace;
