@@ -13,6 +13,9 @@ pub enum ImageKind {
     Dfu(DfuStage),
     /// A recovery-mode upload consumed by this command (`go`, `ramdisk`, `bootx`, ...).
     Recovery(&'static str),
+    /// Data restored asked for with a `DataRequestMsg` (`RootTicket`, `KernelCache`, ...),
+    /// or the OS image that came over ASR (`SystemImageData`, recorded, not checked).
+    Restore(&'static str),
 }
 
 /// What the check sees.

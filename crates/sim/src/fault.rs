@@ -11,7 +11,7 @@
 //!          | SIZE                 after that many bytes of the transfer (512, 4KiB, 2MiB, 1GiB)
 //!          | "#" N                on the N-th transfer (1-based) at that point
 //!          | "~" PERCENT "%"      on each transfer with that chance (seeded, deterministic)
-//! count   := N                    only the first N times the point is reached (default: always)
+//! count   := N                    strike at most N times (default: every time it triggers)
 //! action  := unplug | stall | io-error | timeout | corrupt | panic | flap | never-returns
 //!          | refuse | full-speed | slow=SIZE/s | status=INTEGER
 //! ```
@@ -266,7 +266,7 @@ pub struct Fault {
     pub point: Point,
     pub action: Action,
     pub trigger: Trigger,
-    /// Strike only the first `count` times the point is reached; `None` means every time.
+    /// Strike at most `count` times; `None` means every time the trigger says so.
     pub count: Option<u32>,
 }
 

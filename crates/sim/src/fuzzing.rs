@@ -31,3 +31,68 @@ pub fn recovery_command(data: &[u8]) {
         }
     }
 }
+
+/// Any bytes cut by the ASR framing: every plist that decodes re-encodes to one frame that
+/// decodes again to the same bytes, raw runs come out exactly as long as asked, and nothing
+/// panics. (A re-encoded plist the `plist` crate cannot read back is its limit, not a framing
+/// bug, and is skipped.)
+pub fn asr_plist(data: &[u8]) {
+    use crate::asr::{encode, AsrError, AsrReader, END_LINE};
+    let mut reader = AsrReader::new();
+    // The first byte picks how many raw bytes to take after each plist.
+    let (raw, data) = match data.split_first() {
+        Some((r, d)) => (usize::from(*r), d),
+        None => return,
+    };
+    reader.push(data);
+    for _ in 0..64 {
+        match reader.next_plist() {
+            Ok(Some(dict)) => {
+                let Ok(wire) = encode(&dict) else { continue };
+                assert!(
+                    wire.ends_with(END_LINE),
+                    "encoded ASR plist must end its line"
+                );
+                let mut again = AsrReader::new();
+                again.push(&wire);
+                match again.next_plist() {
+                    Ok(Some(back)) => {
+                        assert_eq!(again.buffered(), 0, "one frame, nothing left");
+                        let rewire = encode(&back).ok();
+                        assert_eq!(rewire.as_deref(), Some(&wire[..]), "idempotent framing");
+                    }
+                    Ok(None) => panic!("a re-encoded plist must be one whole frame"),
+                    Err(AsrError::TooLong { .. }) => {
+                        assert!(wire.len() > crate::asr::MAX_PLIST_LEN)
+                    }
+                    Err(_) => {}
+                }
+                let before = reader.buffered();
+                match reader.take(raw) {
+                    Some(bytes) => {
+                        assert_eq!(bytes.len(), raw);
+                        assert_eq!(reader.buffered(), before - raw);
+                    }
+                    None => assert!(before < raw),
+                }
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Any bytes from the host to the phone's ASR sink, in two pieces: the sink either keeps
+/// going or reports a failure; it never panics, and never counts more image bytes than the
+/// size it was announced.
+pub fn asr_sink(data: &[u8]) {
+    let mut sink = crate::asr::AsrSink::new();
+    let _ = sink.take_output();
+    let (a, b) = data.split_at(data.len() / 2);
+    let r = sink.handle_input(a).and_then(|()| sink.handle_input(b));
+    if let Some(size) = sink.size() {
+        assert!(sink.received() <= size);
+    }
+    if r.is_ok() {
+        let _ = sink.closed();
+    }
+}

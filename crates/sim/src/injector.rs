@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | a transfer at some points ([`Faults::on_transfer`]) | every USB transfer the mode handles | unplug, stall, io-error, timeout, corrupt, refuse, slow; panic and flap with a trigger, or at a command point (`go:panic`) |
 //! | an arrival in a mode ([`Faults::on_arrival`]) | each enumeration | full-speed; panic and flap without a trigger at a mode point or `link` (they strike a moment after the phone arrives) |
-//! | a requested mode change ([`Faults::on_mode_change`]) | DFU manifest, `go`, `bootx`, EnterRecovery | never-returns |
+//! | a requested mode change ([`Faults::on_mode_change`]) | DFU manifest, `go`, `bootx`, EnterRecovery, the reboot after a restore's final status | never-returns |
 //!
 //! What the host sees (the phone applies the strongest action that struck a transfer):
 //!

@@ -12,8 +12,11 @@
 //! - [`phone::Phone`]: the phone across modes, sans-IO: transfers in with the time, bus events
 //!   (leave, arrive in mode M with PID P) and timers out. Recovery ([`recovery`]: iBoot
 //!   commands, environment, uploads, `bootx`), DFU ([`dfu`]: the DFU 1.1 state machine, suffix
-//!   and CRC check, re-enumeration to the next stage), and the usbmux shells of normal and
-//!   restore mode ([`normal`], [`restore`]); descriptors per mode in [`descriptors`].
+//!   and CRC check, re-enumeration to the next stage), normal mode ([`normal`]: usbmux and
+//!   lockdownd on 62078 with `lockdown`'s device codec: QueryType, GetValue, sessions,
+//!   EnterRecovery → recovery) and restore mode ([`restore`]: restored's message loop, and
+//!   [`asr`], the ASR sink that checks every chunk's SHA-1); descriptors per mode in
+//!   [`descriptors`].
 //! - [`fault`] (the language) and [`injector`] (running it, seeded): each fault produces the
 //!   USB-level symptom a real phone would (NO_DEVICE, PIPE, EPROTO, a timeout, a full-speed
 //!   enumeration, a slow link, a phone that never comes back).
@@ -56,6 +59,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod asr;
 pub mod check;
 pub mod clock;
 pub mod command;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use usb::ErrorKind;
 use usbmux::device::{Device, DeviceConfig};
-use usbmux::Event;
+use usbmux::{Event, Header, HeaderVersion, Protocol, TcpHeader, TCP_HEADER_LEN};
 
 use crate::descriptors::{MUX_IN, MUX_INTERFACE, MUX_OUT};
 use crate::phone::Core;
@@ -17,10 +17,45 @@ use crate::phone::Core;
 /// lockdownd's port (and restored's, in restore mode).
 pub const LOCKDOWN_PORT: u16 = 62078;
 
+/// ASR's port in restore mode.
+pub const ASR_PORT: u16 = 12345;
+
+/// What one bulk OUT transfer carries for a TCP port, read without touching the mux state
+/// (fault points are decided before the mux sees the bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpPeek<'a> {
+    /// Destination (device) port.
+    pub dport: u16,
+    /// Source (host) port.
+    pub sport: u16,
+    /// Stream bytes in the packet.
+    pub payload: &'a [u8],
+}
+
+/// Reads the TCP header of the mux packet at the start of `data` (hosts write one mux packet
+/// per transfer). `None` before the handshake, for non-TCP packets, or for bytes that do not
+/// parse.
+pub fn peek_tcp(data: &[u8], version: Option<HeaderVersion>) -> Option<TcpPeek<'_>> {
+    let version = version?;
+    let header = Header::decode(data, version).ok()?;
+    if header.protocol != Protocol::Tcp {
+        return None;
+    }
+    let start = header.header_len();
+    let end = usize::try_from(header.length).ok()?.min(data.len());
+    let tcp = data.get(start..end)?;
+    let th = TcpHeader::decode(tcp).ok()?;
+    Some(TcpPeek {
+        dport: th.dport,
+        sport: th.sport,
+        payload: tcp.get(TCP_HEADER_LEN..).unwrap_or(&[]),
+    })
+}
+
 /// The mux on its two bulk endpoints.
 #[derive(Debug)]
 pub struct MuxPort {
-    device: Device,
+    device: Box<Device>,
     outgoing: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
 }
@@ -28,7 +63,7 @@ pub struct MuxPort {
 impl MuxPort {
     /// A mux waiting for the host's VERSION, listening on `ports`.
     pub fn new(ports: &[u16], now: Instant) -> Self {
-        let mut device = Device::new(DeviceConfig::default(), now);
+        let mut device = Box::new(Device::new(DeviceConfig::default(), now));
         for p in ports {
             device.listen(*p);
         }
@@ -42,6 +77,20 @@ impl MuxPort {
     /// The mux device (to send, read, reset connections).
     pub fn device(&mut self) -> &mut Device {
         &mut self.device
+    }
+
+    /// Header layout once the handshake is done.
+    pub fn header_version(&self) -> Option<HeaderVersion> {
+        self.device.header_version()
+    }
+
+    /// Whether everything the mux has to say has been handed to the host (nothing queued for
+    /// bulk IN).
+    pub fn flushed(&mut self) -> bool {
+        while let Some(p) = self.device.poll_transmit() {
+            self.outgoing.push_back(p);
+        }
+        self.outgoing.is_empty()
     }
 
     /// The next mux event (`Accepted`, `Readable`, ...).

@@ -127,6 +127,9 @@ pub struct Timings {
     pub dfu_block_busy: Duration,
     /// A phone that was refused an image in DFU comes back in DFU after this long.
     pub after_refused_dfu: Duration,
+    /// Each step of a restore that is not a data request (partitioning, verifying,
+    /// flashing) takes this long in restore mode.
+    pub restore_step: Duration,
 }
 
 impl Default for Timings {
@@ -143,6 +146,7 @@ impl Default for Timings {
             replug: Some(Duration::from_secs(5)),
             dfu_block_busy: Duration::from_millis(1),
             after_refused_dfu: Duration::from_secs(2),
+            restore_step: Duration::from_secs(1),
         }
     }
 }
@@ -159,7 +163,9 @@ pub struct Options {
     /// Mode-change delays.
     pub timings: Timings,
     /// The size a progress trigger measures an upload against at each point: a device does
-    /// not know an upload's size in advance. Byte triggers are exact.
+    /// not know an upload's size in advance. Byte triggers are exact. Defaults: DFU 1 MiB,
+    /// recovery 8 MiB, restored 64 MiB of answers, ASR 4 GiB (ASR measures against the
+    /// announced `Payload.Size` once the host sent it).
     pub upload_sizes: HashMap<Point, u64>,
 }
 
@@ -168,6 +174,10 @@ impl Default for Options {
         let mut upload_sizes = HashMap::new();
         upload_sizes.insert(Point::DfuUpload, 1 << 20);
         upload_sizes.insert(Point::RecoveryUpload, 8 << 20);
+        // What the host sends restored (tickets, kernelcache, NOR images) in one restore.
+        upload_sizes.insert(Point::Restored, 64 << 20);
+        // Until the packet info announces the image size.
+        upload_sizes.insert(Point::Asr, 4 << 30);
         Self {
             faults: FaultSpec::default(),
             seed: 0,
@@ -235,6 +245,8 @@ pub struct Core {
     pub active_configuration: u8,
     /// Set while the current transfer is struck by a `refuse` fault: the mode says no.
     pub refusing: bool,
+    /// lockdownd's stored values (SetValue), kept across connections and reboots.
+    pub lockdown: crate::normal::LockdownStore,
     pub(crate) upload_sizes: HashMap<Point, u64>,
     pub(crate) request: Option<Reenumerate>,
 }
@@ -373,8 +385,8 @@ pub enum ModeState {
     Recovery(RecoveryMode),
     /// SecureROM / iBSS DFU.
     Dfu(DfuMode),
-    /// The restore ramdisk.
-    Restore(RestoreMode),
+    /// The restore ramdisk (boxed: its restore state is the largest).
+    Restore(Box<RestoreMode>),
 }
 
 impl ModeState {
@@ -383,7 +395,7 @@ impl ModeState {
             Mode::Normal => ModeState::Normal(NormalMode::new(core, now)),
             Mode::Recovery(stage) => ModeState::Recovery(RecoveryMode::new(stage, core)),
             Mode::Dfu(stage) => ModeState::Dfu(DfuMode::new(stage)),
-            Mode::Restore => ModeState::Restore(RestoreMode::new(core, now)),
+            Mode::Restore => ModeState::Restore(Box::new(RestoreMode::new(core, now))),
         }
     }
 
@@ -392,7 +404,7 @@ impl ModeState {
             ModeState::Normal(m) => m,
             ModeState::Recovery(m) => m,
             ModeState::Dfu(m) => m,
-            ModeState::Restore(m) => m,
+            ModeState::Restore(m) => m.as_mut(),
         }
     }
 
@@ -401,7 +413,7 @@ impl ModeState {
             ModeState::Normal(m) => m,
             ModeState::Recovery(m) => m,
             ModeState::Dfu(m) => m,
-            ModeState::Restore(m) => m,
+            ModeState::Restore(m) => m.as_ref(),
         }
     }
 }
@@ -463,6 +475,7 @@ impl Phone {
             active_configuration: 0,
             refusing: false,
             upload_sizes: options.upload_sizes,
+            lockdown: crate::normal::LockdownStore::default(),
             request: None,
         };
         for (k, v) in default_nvram(&core.profile) {

@@ -159,6 +159,22 @@ pub struct Profile {
     pub normal_product_id: u16,
     /// USB product id in recovery mode.
     pub recovery_product_id: u16,
+    /// Whether lockdownd trusts the host.
+    pub trust: Trust,
+}
+
+/// Whether the phone trusts the host it is plugged into (the "Trust this computer?" dialog).
+/// The simulator does not check pairing records yet; this flag is what lockdownd answers to
+/// `Pair`, `ValidatePair` and `StartSession`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Trust {
+    /// Paired (or a phone that pairs at once): sessions start.
+    #[default]
+    Trusted,
+    /// The dialog is showing and nobody tapped it: `PairingDialogResponsePending`.
+    DialogPending,
+    /// The user tapped "Don't Trust": `UserDeniedPairing`.
+    Denied,
 }
 
 /// Which stage answers in DFU: the SecureROM itself, or iBSS (A12+ after the first upload),
@@ -261,6 +277,7 @@ impl Profile {
                 _ => 0x12A8,
             },
             recovery_product_id: 0x1281,
+            trust: Trust::Trusted,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Helpers shared by the conversation tests: a hub on a virtual clock, a hotplug recorder.
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
