@@ -7,14 +7,24 @@
 //! (a [`usb::Transfer`] with its timeout, or "wait: poll again not before T, give up at D"),
 //! [`Download::handle`] takes the result with the time it came back. It never reads a clock
 //! and never sleeps; [`run_download`] drives it against a [`usb::UsbDevice`] with a [`Clock`]
-//! you pass in (the real one, or a fake one in tests).
+//! you pass in (the real one, or a fake one in tests), and [`run_download_cancellable`] lets
+//! the progress callback stop it.
+//!
+//! Time limits: each transfer has [`Options::transfer_timeout`], each block
+//! [`Options::block_deadline`], and the whole download [`Options::budget`] (a fixed deadline
+//! and a minimum throughput, see [`crate::budget`]); running out of the budget fails with
+//! [`Cause::OutOfTime`], saying how many bytes and which block the device had got to. Between
+//! two GETSTATUS polls the engine waits `bwPollTimeout`, but never less than
+//! [`Options::min_poll_interval`] (1 ms), so a device answering dfuDNBUSY with a poll timeout
+//! of 0 is polled about a thousand times a second, not in a tight loop.
 //!
 //! The conversation:
 //! 1. GETSTATE until the device is in `dfuIDLE` (from `dfuERROR`: CLRSTATUS; from any other
 //!    state: ABORT), at most [`Options::prepare_attempts`] times.
 //! 2. For each block of [`Options::block_size`] bytes: DNLOAD (`wValue` = block number), then
-//!    GETSTATUS until `dfuDNLOAD-IDLE`, waiting `bwPollTimeout` between polls while the device
-//!    says `dfuDNBUSY`/`dfuDNLOAD-SYNC`, up to [`Options::block_deadline`].
+//!    GETSTATUS until `dfuDNLOAD-IDLE`, waiting `bwPollTimeout` (at least
+//!    [`Options::min_poll_interval`]) between polls while the device says
+//!    `dfuDNBUSY`/`dfuDNLOAD-SYNC`, up to [`Options::block_deadline`].
 //! 3. The last block ends with the 16-byte DFU suffix ([`suffix`]); if the last data block has
 //!    no room for it, the suffix goes alone in one more block (a block never exceeds
 //!    `wTransferSize`). Port DFU (PID 0xF014) uses 0x40-byte blocks and no suffix.
@@ -46,10 +56,12 @@
 //! ```
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use usb::{Completion, Control, ErrorKind, Transfer, UsbDevice, UsbError};
 
+use crate::budget::{saturating_add, Budget, MinThroughput, Overrun};
 pub use crate::recovery::Progress;
 
 /// The DFU interface number on SecureROM.
@@ -69,6 +81,28 @@ pub const SUFFIX_TAG: [u8; 12] = [
 pub const SUFFIX_LENGTH: usize = 16;
 /// Default timeout of one control transfer.
 pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest wait between two GETSTATUS polls, whatever `bwPollTimeout` says (0 included).
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// The budget of a SecureROM download: at most 10 minutes, and after 20 s the device must
+/// average 8 KiB/s (four 2 KiB blocks a second; a real SecureROM takes hundreds). An iBSS of
+/// 300 blocks from a device that keeps every block busy for 9.9 s fails after about 20 s, not
+/// 50 minutes.
+pub const DFU_BUDGET: Budget = Budget {
+    deadline: Some(Duration::from_secs(600)),
+    min_throughput: Some(MinThroughput {
+        bytes_per_second: 8 * 1024,
+        grace: Duration::from_secs(20),
+    }),
+};
+/// The budget of a Port DFU download: 64-byte blocks are slow by nature, so the throughput
+/// floor is 1 KiB/s after 30 s; at most 10 minutes.
+pub const PORT_DFU_BUDGET: Budget = Budget {
+    deadline: Some(Duration::from_secs(600)),
+    min_throughput: Some(MinThroughput {
+        bytes_per_second: 1024,
+        grace: Duration::from_secs(30),
+    }),
+};
 
 /// The CRC of a DFU image: CRC-32 (reflected, polynomial 0xEDB88320, initial value
 /// 0xFFFFFFFF) over the payload and [`SUFFIX_TAG`], **without** the final xor — the bitwise
@@ -362,6 +396,12 @@ pub struct Options {
     pub manifest_deadline: Duration,
     /// How many CLRSTATUS/ABORT rounds to try before giving up on reaching `dfuIDLE`.
     pub prepare_attempts: u8,
+    /// How long the whole download may take, from the first transfer to the reset
+    /// ([`DFU_BUDGET`], [`PORT_DFU_BUDGET`]; [`Budget::UNLIMITED`] for none).
+    pub budget: Budget,
+    /// The shortest wait between two GETSTATUS polls ([`MIN_POLL_INTERVAL`]): a
+    /// `bwPollTimeout` below it is raised to it.
+    pub min_poll_interval: Duration,
 }
 
 impl Options {
@@ -374,14 +414,17 @@ impl Options {
             block_deadline: Duration::from_secs(10),
             manifest_deadline: Duration::from_secs(5),
             prepare_attempts: 3,
+            budget: DFU_BUDGET,
+            min_poll_interval: MIN_POLL_INTERVAL,
         }
     }
 
-    /// Port DFU (PID 0xF014): 0x40-byte blocks, no suffix.
+    /// Port DFU (PID 0xF014): 0x40-byte blocks, no suffix, [`PORT_DFU_BUDGET`].
     pub fn port_dfu() -> Self {
         Self {
             block_size: PORT_DFU_BLOCK_SIZE,
             suffix: false,
+            budget: PORT_DFU_BUDGET,
             ..Self::dfu()
         }
     }
@@ -482,6 +525,31 @@ pub enum Cause {
         /// The block size asked for.
         block_size: usize,
     },
+    /// The whole download ran out of its [`Options::budget`].
+    #[error(
+        "out of time after {elapsed:?} with {sent} of {total} image bytes acknowledged: {overrun}",
+        sent = .progress.sent,
+        total = .progress.total
+    )]
+    OutOfTime {
+        /// The rule it broke.
+        overrun: Overrun,
+        /// Time since the download started.
+        elapsed: Duration,
+        /// Image bytes the device had acknowledged, of the total.
+        progress: Progress,
+    },
+    /// The caller stopped the download ([`Download::cancel`], or the progress callback of
+    /// [`run_download_cancellable`]).
+    #[error(
+        "cancelled with {sent} of {total} image bytes acknowledged",
+        sent = .progress.sent,
+        total = .progress.total
+    )]
+    Cancelled {
+        /// Image bytes the device had acknowledged, of the total.
+        progress: Progress,
+    },
 }
 
 /// A failed download: where, at which block, what the device last said, and why.
@@ -562,16 +630,20 @@ pub enum Action<'a> {
         timeout: Duration,
     },
     /// Nothing to do before `not_before`: poll again then. `deadline` is when the engine gives
-    /// up on the device leaving its busy state.
+    /// up on the device leaving its busy state (the block or manifest deadline, or the end of
+    /// the budget if that comes first).
     Wait {
-        /// Earliest instant of the next poll (`bwPollTimeout` after the last reply).
+        /// Earliest instant of the next poll (`bwPollTimeout` after the last reply, at least
+        /// [`Options::min_poll_interval`], at most `deadline`).
         not_before: Instant,
         /// The instant after which a busy reply fails the download.
         deadline: Instant,
     },
     /// The download is complete.
     Finished(Finished),
-    /// The download failed (the same error [`Download::handle`] returned).
+    /// The download failed: the same error [`Download::handle`] returned, the cancellation
+    /// ([`Download::cancel`]), or the budget ran out at the instant given to
+    /// [`Download::poll`] ([`Cause::OutOfTime`]).
     Failed(DownloadError),
 }
 
@@ -610,6 +682,8 @@ pub struct Download<'a> {
     last_state: Option<State>,
     manifest_state: Option<State>,
     sent: u64,
+    /// When the budget's clock started ([`Download::start`] or the first `handle`).
+    started: Option<Instant>,
 }
 
 impl<'a> Download<'a> {
@@ -657,7 +731,88 @@ impl<'a> Download<'a> {
             last_state: None,
             manifest_state: None,
             sent: 0,
+            started: None,
         })
+    }
+
+    /// Starts the budget's clock ([`Options::budget`]) at `now`, the instant of the first
+    /// transfer. Only the first call counts; without one, the clock starts at the first
+    /// [`Download::handle`].
+    pub fn start(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
+    }
+
+    /// Stops the download: from now on [`Download::poll`] says [`Action::Failed`] with
+    /// [`Cause::Cancelled`]. No effect once the download has finished or failed.
+    pub fn cancel(&mut self) {
+        if self.is_over() {
+            return;
+        }
+        let (phase, block) = self.position();
+        let progress = self.progress();
+        self.fail(phase, block, Cause::Cancelled { progress });
+    }
+
+    fn is_over(&self) -> bool {
+        matches!(self.step, Step::Finished(_) | Step::Failed(_))
+    }
+
+    /// The phase of the current step, and the block when it is about one.
+    fn position(&self) -> (Phase, Option<u32>) {
+        match self.step {
+            Step::GetState | Step::ClearStatus | Step::Abort => (Phase::Prepare, None),
+            Step::SendBlock | Step::PollBlock { .. } => (Phase::Download, Some(self.block)),
+            Step::SendFinish | Step::PollManifest { .. } => (Phase::Manifest, None),
+            Step::Reset | Step::Finished(_) | Step::Failed(_) => (Phase::Reset, None),
+        }
+    }
+
+    /// When the budget runs out as things stand (a clock not yet started starts at `now`).
+    fn budget_expiry(&self, now: Instant) -> Option<(Instant, Overrun)> {
+        let p = self.progress();
+        self.options
+            .budget
+            .expiry(self.started.unwrap_or(now), p.sent, p.total)
+    }
+
+    /// The rule broken if the budget has run out at `now`.
+    fn broken_rule(&self, now: Instant) -> Option<Overrun> {
+        let (_, overrun) = self.budget_expiry(now).filter(|(at, _)| now >= *at)?;
+        Some(overrun)
+    }
+
+    fn out_of_time(&self, overrun: Overrun, now: Instant) -> Cause {
+        Cause::OutOfTime {
+            overrun,
+            elapsed: now.saturating_duration_since(self.started.unwrap_or(now)),
+            progress: self.progress(),
+        }
+    }
+
+    /// The error for a budget that ran out at `now`, if it did and the download is not over.
+    fn overrun(&self, now: Instant) -> Option<DownloadError> {
+        if self.is_over() {
+            return None;
+        }
+        let overrun = self.broken_rule(now)?;
+        let (phase, block) = self.position();
+        Some(DownloadError {
+            phase,
+            block,
+            last_state: self.last_state,
+            cause: self.out_of_time(overrun, now),
+        })
+    }
+
+    /// Records the budget failure at `now`, if there is one.
+    fn fail_if_out_of_time(&mut self, now: Instant) -> Result<(), DownloadError> {
+        match self.overrun(now) {
+            Some(e) => {
+                self.step = Step::Failed(e.clone());
+                Err(e)
+            }
+            None => Ok(()),
+        }
     }
 
     /// How many DNLOAD blocks carry data (suffix block included).
@@ -665,10 +820,10 @@ impl<'a> Download<'a> {
         self.blocks
     }
 
-    /// The bytes of block `index` as they go on the wire.
+    /// The bytes of block `index` as they go on the wire (empty past the last block).
     pub fn block(&self, index: u32) -> &[u8] {
         let bs = self.options.block_size;
-        if self.options.suffix && index + 1 == self.blocks {
+        if self.options.suffix && Some(index) == self.blocks.checked_sub(1) {
             return &self.last;
         }
         let start = (index as usize).saturating_mul(bs);
@@ -691,13 +846,26 @@ impl<'a> Download<'a> {
 
     fn payload_in_block(&self, index: u32) -> u64 {
         let bs = self.options.block_size as u64;
-        let start = u64::from(index) * bs;
+        let start = u64::from(index).saturating_mul(bs);
         (self.data.len() as u64).saturating_sub(start).min(bs)
     }
 
-    /// What to do at `now`. Pure: calling it twice gives the same answer.
+    /// What to do at `now`. Pure: calling it twice gives the same answer. When the budget has
+    /// run out at `now` it says [`Action::Failed`]; a transfer's timeout is cut so that it
+    /// ends by the time the budget does (never below 1 ms).
     pub fn poll(&self, now: Instant) -> Action<'_> {
-        let t = self.options.transfer_timeout;
+        if let Some(e) = self.overrun(now) {
+            return Action::Failed(e);
+        }
+        let expiry = self.budget_expiry(now);
+        let t = match expiry {
+            Some((at, _)) => self
+                .options
+                .transfer_timeout
+                .min(at.saturating_duration_since(now))
+                .max(Duration::from_millis(1)),
+            None => self.options.transfer_timeout,
+        };
         let control_in = |request: Request, length| Action::Transfer {
             transfer: Transfer::ControlIn {
                 setup: request.setup(0),
@@ -729,10 +897,15 @@ impl<'a> Download<'a> {
                 not_before,
                 deadline,
             } => {
-                if now < *not_before {
+                let deadline = match expiry {
+                    Some((at, _)) => at.min(*deadline),
+                    None => *deadline,
+                };
+                let not_before = (*not_before).min(deadline);
+                if now < not_before {
                     Action::Wait {
-                        not_before: *not_before,
-                        deadline: *deadline,
+                        not_before,
+                        deadline,
                     }
                 } else {
                     control_in(Request::GetStatus, StatusReply::LENGTH as u16)
@@ -769,8 +942,36 @@ impl<'a> Download<'a> {
 
     /// Takes the result of the transfer [`Download::poll`] asked for, completed at `now`.
     /// Call it exactly once per [`Action::Transfer`], never after an [`Action::Wait`]; after
-    /// the download finished or failed it is a no-op.
+    /// the download finished or failed it is a no-op. When the budget has run out by `now`
+    /// the download fails with [`Cause::OutOfTime`] (also when the transfer failed: a
+    /// timeout cut short by the budget is the budget's doing).
     pub fn handle(
+        &mut self,
+        result: Result<Completion, UsbError>,
+        now: Instant,
+    ) -> Result<(), DownloadError> {
+        if self.is_over() {
+            return Ok(());
+        }
+        self.start(now);
+        match self.apply(result, now) {
+            // Finishing (even by the device leaving) wins over the budget.
+            Ok(()) => self.fail_if_out_of_time(now),
+            Err(e) => match (&e.cause, self.broken_rule(now)) {
+                (Cause::Usb(_), Some(overrun)) => {
+                    let e = DownloadError {
+                        cause: self.out_of_time(overrun, now),
+                        ..e
+                    };
+                    self.step = Step::Failed(e.clone());
+                    Err(e)
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    fn apply(
         &mut self,
         result: Result<Completion, UsbError>,
         now: Instant,
@@ -814,7 +1015,7 @@ impl<'a> Download<'a> {
                         self.step = Step::PollBlock {
                             started: now,
                             not_before: now,
-                            deadline: now + self.options.block_deadline,
+                            deadline: saturating_add(now, self.options.block_deadline),
                         };
                     }
                     Ok(Completion::Out { written }) => {
@@ -838,7 +1039,7 @@ impl<'a> Download<'a> {
                 match reply.state {
                     State::DnloadIdle => {
                         self.sent += self.payload_in_block(self.block);
-                        self.block += 1;
+                        self.block = self.block.saturating_add(1);
                         self.step = if self.block == self.blocks {
                             Step::SendFinish
                         } else {
@@ -858,7 +1059,7 @@ impl<'a> Download<'a> {
                         }
                         self.step = Step::PollBlock {
                             started,
-                            not_before: (now + reply.poll_timeout).min(deadline),
+                            not_before: self.next_poll(now, &reply).min(deadline),
                             deadline,
                         };
                     }
@@ -869,7 +1070,7 @@ impl<'a> Download<'a> {
                 Ok(Completion::Out { .. }) => {
                     self.step = Step::PollManifest {
                         not_before: now,
-                        deadline: now + self.options.manifest_deadline,
+                        deadline: saturating_add(now, self.options.manifest_deadline),
                     }
                 }
                 Ok(other) => return Err(self.fail(Phase::Manifest, None, Cause::Mismatch(other))),
@@ -895,7 +1096,7 @@ impl<'a> Download<'a> {
                     State::ManifestSync if now >= deadline => self.step = Step::Reset,
                     State::ManifestSync => {
                         self.step = Step::PollManifest {
-                            not_before: (now + reply.poll_timeout).min(deadline),
+                            not_before: self.next_poll(now, &reply).min(deadline),
                             deadline,
                         }
                     }
@@ -912,6 +1113,12 @@ impl<'a> Download<'a> {
             Step::Finished(_) | Step::Failed(_) => {}
         }
         Ok(())
+    }
+
+    /// The instant of the next GETSTATUS after `reply` came at `now`: `bwPollTimeout` later,
+    /// but at least [`Options::min_poll_interval`].
+    fn next_poll(&self, now: Instant, reply: &StatusReply) -> Instant {
+        saturating_add(now, reply.poll_timeout.max(self.options.min_poll_interval))
     }
 
     /// Parses a GETSTATUS result; an error status or `dfuERROR` fails the download.
@@ -970,6 +1177,7 @@ impl Clock for SystemClock {
 
 /// Drives a [`Download`] of `data` to the end against `device` (blocking), calling `progress`
 /// whenever the device acknowledges a block. Waits only where the engine names an instant.
+/// To be able to stop it, use [`run_download_cancellable`].
 pub fn run_download(
     device: &mut dyn UsbDevice,
     data: &[u8],
@@ -977,12 +1185,39 @@ pub fn run_download(
     clock: &mut dyn Clock,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Finished, DownloadError> {
+    let mut last = None;
+    run_download_cancellable(device, data, options, clock, &mut |p| {
+        if last != Some(p.sent) && p.sent != 0 {
+            progress(p);
+        }
+        last = Some(p.sent);
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`run_download`] with a callback that can stop it: `progress` is called whenever the device
+/// acknowledges a block, and also before each wait for a busy device (with the same progress
+/// as the last call), so that a stalled download can be stopped too. Returning
+/// [`ControlFlow::Break`] ends the download with [`Cause::Cancelled`] (no further transfer,
+/// no reset).
+pub fn run_download_cancellable(
+    device: &mut dyn UsbDevice,
+    data: &[u8],
+    options: Options,
+    clock: &mut dyn Clock,
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+) -> Result<Finished, DownloadError> {
     let mut download = Download::new(data, options)?;
+    download.start(clock.now());
     loop {
         let now = clock.now();
         let result = match download.poll(now) {
             Action::Transfer { transfer, timeout } => transfer.perform(device, timeout),
             Action::Wait { not_before, .. } => {
+                if progress(download.progress()).is_break() {
+                    download.cancel();
+                    continue;
+                }
                 clock.wait_until(not_before);
                 continue;
             }
@@ -991,8 +1226,8 @@ pub fn run_download(
         };
         let before = download.progress().sent;
         download.handle(result, clock.now())?;
-        if download.progress().sent != before {
-            progress(download.progress());
+        if download.progress().sent != before && progress(download.progress()).is_break() {
+            download.cancel();
         }
     }
 }

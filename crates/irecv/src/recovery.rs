@@ -9,7 +9,11 @@
 //! - An **upload** is a vendor control OUT to the interface (`0x41`, `bRequest` 0) then the
 //!   file on bulk OUT endpoint 0x04 in 0x8000-byte chunks, and a zero-length packet when the
 //!   size is a multiple of 512. [`Upload`] is the sans-IO engine (next transfer out, result
-//!   in), [`run_upload`] drives it on a [`UsbDevice`].
+//!   in), [`run_upload`] drives it on a [`UsbDevice`], and [`run_upload_cancellable`] with your
+//!   options and clock and a progress callback that can stop it. Besides each transfer's
+//!   timeout, the whole upload has a [`UploadOptions::budget`] (by default: after 30 s the
+//!   phone must average 64 KiB/s, see [`crate::budget`]); running out of it fails with
+//!   [`UploadCause::OutOfTime`].
 //! - Device **output** (the iBoot console) comes on bulk IN 0x81 of interface 1 alt 1, on
 //!   PIDs above 0x1281 ([`claim_interfaces`], [`read_output`]).
 //!
@@ -31,9 +35,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::time::Duration;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
 
 use usb::{Completion, Control, ErrorKind, Transfer, UsbDevice, UsbError};
+
+use crate::budget::{Budget, MinThroughput, Overrun};
+use crate::dfu::{Clock, SystemClock};
 
 /// Bulk OUT endpoint for uploads.
 pub const UPLOAD_ENDPOINT: u8 = 0x04;
@@ -51,6 +59,16 @@ pub const GETENV_ANSWER_LENGTH: u16 = 255;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first PID whose iBoot has the console interface (interface 1 alt 1).
 pub const FIRST_PID_WITH_CONSOLE: u16 = 0x1282;
+/// The default budget of an upload: no fixed deadline (files range from a 1 MB iBEC to a
+/// 200 MB ramdisk), but after 30 s the phone must average 64 KiB/s, fifteen times slower than
+/// a full-speed cable. 100 MB at one 32 KiB chunk per 9.9 s fails after about 30 s, not hours.
+pub const UPLOAD_BUDGET: Budget = Budget {
+    deadline: None,
+    min_throughput: Some(MinThroughput {
+        bytes_per_second: 64 * 1024,
+        grace: Duration::from_secs(30),
+    }),
+};
 
 /// How far an upload got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -289,6 +307,29 @@ pub enum UploadCause {
     /// Chunk size 0.
     #[error("chunk size must not be 0")]
     ZeroChunkSize,
+    /// More chunks than a chunk index (`u32`) can count: a tiny chunk size for a big file.
+    #[error("{chunks} chunks of {chunk_size} bytes are too many (at most 2^32)")]
+    TooManyChunks {
+        /// Chunks the file would take.
+        chunks: u64,
+        /// The chunk size asked for.
+        chunk_size: usize,
+    },
+    /// The whole upload ran out of its [`UploadOptions::budget`]; the error's `offset` says
+    /// how many bytes the device had taken.
+    #[error("out of time after {elapsed:?} ({total} bytes in the file): {overrun}")]
+    OutOfTime {
+        /// The rule it broke.
+        overrun: Overrun,
+        /// Time since the upload started.
+        elapsed: Duration,
+        /// Bytes in the file.
+        total: u64,
+    },
+    /// The caller stopped the upload ([`Upload::cancel`], or the progress callback of
+    /// [`run_upload_cancellable`]).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Which transfer of an upload failed.
@@ -337,6 +378,9 @@ pub struct UploadOptions {
     pub zlp_multiple: usize,
     /// Timeout of each transfer.
     pub timeout: Duration,
+    /// How long the whole upload may take ([`UPLOAD_BUDGET`]; [`Budget::UNLIMITED`] for no
+    /// limit). Enforced by [`Upload::poll_at`] and [`Upload::handle_at`], which get the time.
+    pub budget: Budget,
 }
 
 impl Default for UploadOptions {
@@ -345,6 +389,7 @@ impl Default for UploadOptions {
             chunk_size: CHUNK_SIZE,
             zlp_multiple: ZLP_MULTIPLE,
             timeout: DEFAULT_TIMEOUT,
+            budget: UPLOAD_BUDGET,
         }
     }
 }
@@ -361,7 +406,9 @@ pub enum UploadAction<'a> {
     },
     /// The device has the whole file.
     Finished(Progress),
-    /// The upload failed (the same error [`Upload::handle`] returned).
+    /// The upload failed: the same error [`Upload::handle`] returned, the cancellation
+    /// ([`Upload::cancel`]), or the budget ran out at the instant given to
+    /// [`Upload::poll_at`] ([`UploadCause::OutOfTime`]).
     Failed(UploadError),
 }
 
@@ -375,7 +422,9 @@ enum UpStep {
 }
 
 /// The recovery upload engine (sans-IO): start request, bulk chunks, optional zero-length
-/// packet. Time plays no part beyond each transfer's timeout.
+/// packet. Time comes in with [`Upload::poll_at`] / [`Upload::handle_at`], which enforce
+/// [`UploadOptions::budget`]; [`Upload::poll`] / [`Upload::handle`] are the same without a
+/// clock (and so without the budget).
 #[derive(Debug, Clone)]
 pub struct Upload<'a> {
     data: &'a [u8],
@@ -383,6 +432,8 @@ pub struct Upload<'a> {
     step: UpStep,
     sent: usize,
     chunk: u32,
+    /// When the budget's clock started ([`Upload::start`] or the first `handle_at`).
+    started: Option<Instant>,
 }
 
 impl<'a> Upload<'a> {
@@ -399,13 +450,90 @@ impl<'a> Upload<'a> {
         if options.chunk_size == 0 {
             return Err(fail(UploadCause::ZeroChunkSize));
         }
+        let chunks = data.len().div_ceil(options.chunk_size) as u64;
+        if chunks > u64::from(u32::MAX) + 1 {
+            return Err(fail(UploadCause::TooManyChunks {
+                chunks,
+                chunk_size: options.chunk_size,
+            }));
+        }
         Ok(Self {
             data,
             options,
             step: UpStep::Start,
             sent: 0,
             chunk: 0,
+            started: None,
         })
+    }
+
+    /// Starts the budget's clock ([`UploadOptions::budget`]) at `now`, the instant of the
+    /// first transfer. Only the first call counts; without one, the clock starts at the first
+    /// [`Upload::handle_at`].
+    pub fn start(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
+    }
+
+    /// Stops the upload: from now on [`Upload::poll`] says [`UploadAction::Failed`] with
+    /// [`UploadCause::Cancelled`]. No effect once the upload has finished or failed.
+    pub fn cancel(&mut self) {
+        if let Some(step) = self.current_step() {
+            self.fail(step, UploadCause::Cancelled);
+        }
+    }
+
+    /// The transfer the upload is at; `None` once it has finished or failed.
+    fn current_step(&self) -> Option<UploadStep> {
+        match self.step {
+            UpStep::Start => Some(UploadStep::Start),
+            UpStep::Chunk => Some(UploadStep::Chunk(self.chunk)),
+            UpStep::ZeroLengthPacket => Some(UploadStep::ZeroLengthPacket),
+            UpStep::Finished | UpStep::Failed(_) => None,
+        }
+    }
+
+    /// When the budget runs out as things stand (a clock not yet started starts at `now`).
+    fn budget_expiry(&self, now: Instant) -> Option<(Instant, Overrun)> {
+        let p = self.progress();
+        self.options
+            .budget
+            .expiry(self.started.unwrap_or(now), p.sent, p.total)
+    }
+
+    /// The rule broken if the budget has run out at `now`.
+    fn broken_rule(&self, now: Instant) -> Option<Overrun> {
+        let (_, overrun) = self.budget_expiry(now).filter(|(at, _)| now >= *at)?;
+        Some(overrun)
+    }
+
+    fn out_of_time(&self, overrun: Overrun, now: Instant) -> UploadCause {
+        UploadCause::OutOfTime {
+            overrun,
+            elapsed: now.saturating_duration_since(self.started.unwrap_or(now)),
+            total: self.data.len() as u64,
+        }
+    }
+
+    /// The error for a budget that ran out at `now`, if it did and the upload is not over.
+    fn overrun(&self, now: Instant) -> Option<UploadError> {
+        let step = self.current_step()?;
+        let overrun = self.broken_rule(now)?;
+        Some(UploadError {
+            step,
+            offset: self.sent as u64,
+            cause: self.out_of_time(overrun, now),
+        })
+    }
+
+    /// Records the budget failure at `now`, if there is one.
+    fn fail_if_out_of_time(&mut self, now: Instant) -> Result<(), UploadError> {
+        match self.overrun(now) {
+            Some(e) => {
+                self.step = UpStep::Failed(e.clone());
+                Err(e)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Whether this upload ends with a zero-length packet.
@@ -429,7 +557,57 @@ impl<'a> Upload<'a> {
         self.data.get(self.sent..end).unwrap_or_default()
     }
 
-    /// What to do next.
+    /// What to do next at `now`. Pure: calling it twice gives the same answer. When the
+    /// budget has run out at `now` it says [`UploadAction::Failed`]; a transfer's timeout is
+    /// cut so that it ends by the time the budget does (never below 1 ms).
+    pub fn poll_at(&self, now: Instant) -> UploadAction<'a> {
+        if let Some(e) = self.overrun(now) {
+            return UploadAction::Failed(e);
+        }
+        match (self.poll(), self.budget_expiry(now)) {
+            (UploadAction::Transfer { transfer, timeout }, Some((at, _))) => {
+                UploadAction::Transfer {
+                    transfer,
+                    timeout: timeout
+                        .min(at.saturating_duration_since(now))
+                        .max(Duration::from_millis(1)),
+                }
+            }
+            (action, _) => action,
+        }
+    }
+
+    /// Takes the result of the transfer [`Upload::poll_at`] asked for, completed at `now`.
+    /// When the budget has run out by `now` the upload fails with [`UploadCause::OutOfTime`]
+    /// (also when the transfer failed: a timeout cut short by the budget is the budget's
+    /// doing). After the upload finished or failed it is a no-op.
+    pub fn handle_at(
+        &mut self,
+        result: Result<Completion, UsbError>,
+        now: Instant,
+    ) -> Result<(), UploadError> {
+        if self.current_step().is_none() {
+            return Ok(());
+        }
+        self.start(now);
+        match self.handle(result) {
+            Ok(()) => self.fail_if_out_of_time(now),
+            Err(e) => match (&e.cause, self.broken_rule(now)) {
+                (UploadCause::Usb(_), Some(overrun)) => {
+                    let e = UploadError {
+                        cause: self.out_of_time(overrun, now),
+                        ..e
+                    };
+                    self.step = UpStep::Failed(e.clone());
+                    Err(e)
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// What to do next, without a clock: [`UploadOptions::budget`] is not enforced (use
+    /// [`Upload::poll_at`] for that).
     pub fn poll(&self) -> UploadAction<'a> {
         let timeout = self.options.timeout;
         let transfer = match &self.step {
@@ -471,7 +649,8 @@ impl<'a> Upload<'a> {
         }
     }
 
-    /// Takes the result of the transfer [`Upload::poll`] asked for.
+    /// Takes the result of the transfer [`Upload::poll`] asked for, without a clock (see
+    /// [`Upload::handle_at`]).
     pub fn handle(&mut self, result: Result<Completion, UsbError>) -> Result<(), UploadError> {
         let (step, expected) = match self.step {
             UpStep::Start => (UploadStep::Start, 0),
@@ -490,7 +669,9 @@ impl<'a> Upload<'a> {
         match step {
             UploadStep::Chunk(_) => {
                 self.sent += written;
-                self.chunk += 1;
+                // Past the last chunk the index is no longer used; `new` made sure every
+                // chunk's index fits.
+                self.chunk = self.chunk.saturating_add(1);
                 self.step = self.after_data();
             }
             UploadStep::Start => self.step = self.after_data(),
@@ -649,6 +830,8 @@ pub fn saveenv(device: &mut dyn UsbDevice, timeout: Duration) -> Result<(), Reco
 }
 
 /// Uploads `data` with the default options (blocking), calling `progress` after each chunk.
+/// The budget ([`UPLOAD_BUDGET`]) is timed with the real clock ([`SystemClock`]); for your own
+/// options and clock, or to be able to stop it, use [`run_upload_cancellable`].
 pub fn run_upload(
     device: &mut dyn UsbDevice,
     data: &[u8],
@@ -658,19 +841,50 @@ pub fn run_upload(
     drive_upload(device, &mut upload, progress)
 }
 
-/// Drives an [`Upload`] to the end (blocking), calling `progress` after each chunk.
+/// Uploads `data` with `options` (blocking), timing the budget with `clock` (only its
+/// `now` is used: an upload never waits). `progress` is called after each chunk; returning
+/// [`ControlFlow::Break`] stops the upload with [`UploadCause::Cancelled`] before the next
+/// transfer.
+pub fn run_upload_cancellable(
+    device: &mut dyn UsbDevice,
+    data: &[u8],
+    options: UploadOptions,
+    clock: &dyn Clock,
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+) -> Result<Progress, RecoveryError> {
+    let mut upload = Upload::new(data, options)?;
+    drive_upload_cancellable(device, &mut upload, clock, progress)
+}
+
+/// Drives an [`Upload`] to the end (blocking), calling `progress` after each chunk; the
+/// budget is timed with the real clock ([`SystemClock`]).
 pub fn drive_upload(
     device: &mut dyn UsbDevice,
     upload: &mut Upload<'_>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Progress, RecoveryError> {
+    drive_upload_cancellable(device, upload, &SystemClock, &mut |p| {
+        progress(p);
+        ControlFlow::Continue(())
+    })
+}
+
+/// Drives an [`Upload`] to the end (blocking), timing its budget with `clock`; `progress` is
+/// called after each chunk and may stop the upload (see [`run_upload_cancellable`]).
+pub fn drive_upload_cancellable(
+    device: &mut dyn UsbDevice,
+    upload: &mut Upload<'_>,
+    clock: &dyn Clock,
+    progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
+) -> Result<Progress, RecoveryError> {
+    upload.start(clock.now());
     loop {
-        match upload.poll() {
+        match upload.poll_at(clock.now()) {
             UploadAction::Transfer { transfer, timeout } => {
                 let before = upload.progress().sent;
-                upload.handle(transfer.perform(device, timeout))?;
-                if upload.progress().sent != before {
-                    progress(upload.progress());
+                upload.handle_at(transfer.perform(device, timeout), clock.now())?;
+                if upload.progress().sent != before && progress(upload.progress()).is_break() {
+                    upload.cancel();
                 }
             }
             UploadAction::Finished(p) => return Ok(p),
@@ -798,6 +1012,42 @@ mod tests {
         let go = Command::new("go").unwrap();
         let e = UsbError::new(ErrorKind::Timeout, go.transfer().operation());
         assert!(go.interpret(Err(e)).is_err());
+    }
+
+    #[test]
+    fn chunk_index_never_overflows() {
+        // `self.chunk += 1` used to overflow past u32::MAX chunks.
+        let data = [7u8; 4];
+        let opts = UploadOptions {
+            chunk_size: 1,
+            ..UploadOptions::default()
+        };
+        let mut up = Upload::new(&data, opts).unwrap();
+        up.handle(Ok(Completion::Out { written: 0 })).unwrap(); // START
+        up.chunk = u32::MAX;
+        up.handle(Ok(Completion::Out { written: 1 })).unwrap();
+        assert_eq!(up.progress().sent, 1);
+        assert_eq!(up.chunk, u32::MAX);
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn more_chunks_than_an_index_counts_are_refused() {
+        // 4 GiB + 1 of zeroes: never touched, so the pages are never really allocated.
+        let data = vec![0u8; (1 << 32) + 1];
+        let opts = UploadOptions {
+            chunk_size: 1,
+            ..UploadOptions::default()
+        };
+        assert_eq!(
+            Upload::new(&data, opts).unwrap_err().cause,
+            UploadCause::TooManyChunks {
+                chunks: (1 << 32) + 1,
+                chunk_size: 1
+            }
+        );
+        // 2^32 chunks exactly fit (indices 0..=u32::MAX).
+        assert!(Upload::new(&data[..1 << 32], opts).is_ok());
     }
 
     #[test]

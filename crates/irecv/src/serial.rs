@@ -23,8 +23,17 @@
 //!   or not) are ignored, so text appended after the device's own fields can never override
 //!   them.
 //! - Unknown tags (`PWND:[checkm8]`, `NONC:...`) are kept in order in [`SerialInfo::extra`].
-//! - The only error is a string in which no known tag appears at all.
+//! - **Size caps.** A real serial string is a USB string descriptor: under 256 bytes, about a
+//!   dozen fields. The parser reads only fields that lie wholly within the first
+//!   [`MAX_SERIAL_LENGTH`] (4 KiB) bytes, and at most [`MAX_FIELDS`] (256) fields; the rest is
+//!   ignored and [`SerialInfo::truncated`] says so. A field cut by the 4 KiB limit is dropped,
+//!   not read short (a cut `ECID:00022138` would be a wrong ECID). So any input, even 10 MB,
+//!   is parsed in time proportional to at most 4 KiB (plus one pass over the input to find
+//!   where its content ends, and one to see if it is blank). An input whose content fits in
+//!   4 KiB is read whole, as before.
+//! - The only error is a string in which no known tag appears at all (in what was read).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -34,6 +43,14 @@ use crate::devices::{self, Device};
 
 /// Longest tag the tokenizer accepts (real tags are four letters).
 const MAX_TAG_LEN: usize = 16;
+
+/// Bytes of a serial string the parser reads: fields ending beyond are ignored (a real
+/// string is under 256 bytes). Trailing whitespace and NULs do not count.
+pub const MAX_SERIAL_LENGTH: usize = 4096;
+
+/// Fields (duplicates included) the parser reads; later ones are ignored (a real string has
+/// about a dozen).
+pub const MAX_FIELDS: usize = 256;
 
 /// The tags [`SerialInfo`] has a field for, in the order a device writes them.
 pub const KNOWN_TAGS: [&str; 12] = [
@@ -99,6 +116,10 @@ pub struct SerialInfo {
     pub unreadable: Vec<Field>,
     /// Tags this parser does not know (`PWND`, `NONC`...), in order, first occurrence only.
     pub extra: Vec<Field>,
+    /// Part of the input was not read: it went on past [`MAX_SERIAL_LENGTH`] bytes or
+    /// [`MAX_FIELDS`] fields (see the [module docs](self)). Not part of the rendering.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// The serial string contains nothing recognizable.
@@ -167,17 +188,55 @@ fn is_tag_byte(b: u8) -> bool {
 }
 
 /// Iterator over the `TAG:value` fields of a byte string (see the module docs for the rules).
+/// Made with [`RawFields::limited`], it reads only the fields that lie wholly within the
+/// first `limit` bytes and says whether it left something out ([`RawFields::cut`]).
 struct RawFields<'a> {
     input: &'a [u8],
     pos: usize,
+    /// Where reading stops: `input.len()`, or the limit when there is more than that to read.
+    end: usize,
+    /// Set once something was left out because of `end`.
+    cut: bool,
 }
 
 impl<'a> RawFields<'a> {
     fn new(input: &'a [u8]) -> Self {
-        Self { input, pos: 0 }
+        Self {
+            input,
+            pos: 0,
+            end: input.len(),
+            cut: false,
+        }
+    }
+
+    /// Reads only fields within the first `limit` bytes. An input whose content (trailing
+    /// separators aside) fits is read whole, exactly as [`RawFields::new`] reads it.
+    fn limited(input: &'a [u8], limit: usize) -> Self {
+        let content = input
+            .iter()
+            .rposition(|&b| !is_separator(b))
+            .map_or(0, |i| i + 1);
+        let end = if content <= limit { input.len() } else { limit };
+        Self {
+            end,
+            ..Self::new(input)
+        }
+    }
+
+    /// Whether some of the input was left out because of the limit.
+    fn cut(&self) -> bool {
+        self.cut
+    }
+
+    /// Whether reading stops before the input does.
+    fn limited_here(&self) -> bool {
+        self.end < self.input.len()
     }
 
     fn peek(&self) -> Option<u8> {
+        if self.pos >= self.end {
+            return None;
+        }
         self.input.get(self.pos).copied()
     }
 
@@ -190,15 +249,15 @@ impl<'a> RawFields<'a> {
     fn slice(&self, start: usize, end: usize) -> &'a [u8] {
         self.input.get(start..end).unwrap_or_default()
     }
-}
 
-impl<'a> Iterator for RawFields<'a> {
-    type Item = RawField<'a>;
-
-    fn next(&mut self) -> Option<RawField<'a>> {
+    /// The next field up to `end`, and for a bracketed one whether its `]` came.
+    fn next_field(&mut self) -> Option<(RawField<'a>, bool)> {
         loop {
             self.advance_while(is_separator);
-            let first = self.peek()?;
+            let Some(first) = self.peek() else {
+                self.cut |= self.limited_here();
+                return None;
+            };
             if !is_tag_byte(first) {
                 // A stray byte (punctuation, non-ASCII): skip it and look again.
                 self.pos += 1;
@@ -216,43 +275,65 @@ impl<'a> Iterator for RawFields<'a> {
                 continue;
             };
             self.pos += 1; // the ':'
+            let no_value = RawField {
+                tag,
+                value: None,
+                bracketed: false,
+            };
             let field = match self.peek() {
-                None => RawField {
-                    tag,
-                    value: None,
-                    bracketed: false,
-                },
-                Some(b) if is_separator(b) => RawField {
-                    tag,
-                    value: None,
-                    bracketed: false,
-                },
+                None => (no_value, false),
+                Some(b) if is_separator(b) => (no_value, false),
                 Some(b'[') => {
                     self.pos += 1;
                     let vstart = self.pos;
                     self.advance_while(|b| b != b']');
                     let value = self.slice(vstart, self.pos);
-                    if self.peek() == Some(b']') {
+                    let closed = self.peek() == Some(b']');
+                    if closed {
                         self.pos += 1;
                     }
-                    RawField {
+                    let field = RawField {
                         tag,
                         value: Some(value),
                         bracketed: true,
-                    }
+                    };
+                    (field, closed)
                 }
                 Some(_) => {
                     let vstart = self.pos;
                     self.advance_while(|b| !is_separator(b));
-                    RawField {
+                    let field = RawField {
                         tag,
                         value: Some(self.slice(vstart, self.pos)),
                         bracketed: false,
-                    }
+                    };
+                    (field, false)
                 }
             };
             return Some(field);
         }
+    }
+}
+
+impl<'a> Iterator for RawFields<'a> {
+    type Item = RawField<'a>;
+
+    fn next(&mut self) -> Option<RawField<'a>> {
+        let (field, closed) = self.next_field()?;
+        if self.limited_here() && self.pos >= self.end {
+            // The field runs up to the limit: it is whole only if its bracket closed, or
+            // (unbracketed) a separator comes right after the limit.
+            let whole = if field.bracketed {
+                closed
+            } else {
+                self.input.get(self.end).copied().is_some_and(is_separator)
+            };
+            if !whole {
+                self.cut = true;
+                return None;
+            }
+        }
+        Some(field)
     }
 }
 
@@ -304,26 +385,42 @@ fn parse_hex_bytes(value: &[u8]) -> Option<Vec<u8>> {
 
 impl SerialInfo {
     /// Parse an iBoot/SecureROM serial string. See the module docs for the rules; the only error
-    /// is a string with no known tag in it.
+    /// is a string with no known tag in it. Reads at most [`MAX_SERIAL_LENGTH`] bytes and
+    /// [`MAX_FIELDS`] fields, setting [`SerialInfo::truncated`] when it leaves something out.
     pub fn parse(input: impl AsRef<[u8]>) -> Result<SerialInfo, SerialError> {
         let input = input.as_ref();
         if input.iter().all(|&b| is_separator(b)) {
             return Err(SerialError::Empty);
         }
         let mut info = SerialInfo::default();
-        let mut seen: Vec<&str> = Vec::new();
+        // First occurrence wins: known tags in a bitset, unknown ones in a set.
+        let mut seen_known = 0u16;
+        let mut seen_extra: HashSet<&str> = HashSet::new();
         let mut recognized = false;
-        for raw in RawFields::new(input) {
-            if seen.contains(&raw.tag) {
-                continue; // first occurrence wins
+        let mut fields = RawFields::limited(input, MAX_SERIAL_LENGTH);
+        for (count, raw) in fields.by_ref().enumerate() {
+            if count == MAX_FIELDS {
+                info.truncated = true;
+                break;
             }
-            seen.push(raw.tag);
-            let known = info.take_known(&raw);
-            recognized |= known;
-            if !known {
-                info.extra.push(raw.to_field());
+            match known_index(raw.tag) {
+                Some(i) => {
+                    let bit = 1u16 << i;
+                    if seen_known & bit != 0 {
+                        continue;
+                    }
+                    seen_known |= bit;
+                    info.take_known(&raw);
+                    recognized = true;
+                }
+                None => {
+                    if seen_extra.insert(raw.tag) {
+                        info.extra.push(raw.to_field());
+                    }
+                }
             }
         }
+        info.truncated |= fields.cut();
         if !recognized {
             return Err(SerialError::Unrecognized {
                 len: input.len(),
@@ -427,6 +524,11 @@ impl SerialInfo {
             _ => self.fused_security(),
         }
     }
+}
+
+/// The position of `tag` in [`KNOWN_TAGS`].
+fn known_index(tag: &str) -> Option<usize> {
+    KNOWN_TAGS.iter().position(|&known| known == tag)
 }
 
 fn set<T>(slot: &mut Option<T>, value: Option<T>) -> bool {
@@ -759,7 +861,7 @@ mod tests {
     }
 
     #[test]
-    fn ten_kilobyte_serial() {
+    fn ten_kilobyte_serial_is_read_up_to_the_cap() {
         let mut s = String::from("CPID:8010 CPRV:11 BDID:0C ");
         while s.len() < 10 * 1024 {
             s.push_str("ZZZZ:[padding padding] ");
@@ -768,15 +870,118 @@ mod tests {
         s.push_str(&"x".repeat(2048));
         let info = parse(&s);
         assert_eq!(info.cpid, Some(0x8010));
-        assert_eq!(info.ecid, Some(0x2213824536326));
+        assert_eq!(info.ecid, None, "the ECID lies past the first 4 KiB");
+        assert!(info.truncated);
         assert_eq!(
             info.extra.len(),
             1,
             "duplicate unknown tags keep the first only"
         );
-        // And a 10 KB value inside one bracket.
+        // A 10 KB value inside one bracket does not close within the cap: dropped, not cut.
         let long = format!("CPID:8010 SRNM:[{}]", "A".repeat(10_000));
-        assert_eq!(parse(&long).srnm.map(|s| s.len()), Some(10_000));
+        let info = parse(&long);
+        assert_eq!((info.srnm, info.truncated), (None, true));
+        // A 4000-byte one does.
+        let fits = format!("CPID:8010 SRNM:[{}]", "A".repeat(4000));
+        let info = parse(&fits);
+        assert_eq!(info.srnm.map(|s| s.len()), Some(4000));
+        assert!(!info.truncated);
+    }
+
+    #[test]
+    fn ten_megabyte_input_is_cut_not_crawled() {
+        // 10 MB of distinct unknown tags: before the caps this took hours (every field was
+        // checked against every tag seen so far).
+        let mut s = String::from("CPID:8010 BDID:0C ");
+        let mut i = 0u32;
+        while s.len() < 10 * 1024 * 1024 {
+            s.push_str(&format!("Z{i}:x "));
+            i += 1;
+        }
+        s.push_str("ECID:0002213824536326");
+        let info = parse(&s);
+        assert_eq!((info.cpid, info.bdid), (Some(0x8010), Some(0x0C)));
+        assert_eq!(info.ecid, None, "past the cap");
+        assert!(info.truncated);
+        assert_eq!(
+            info.extra.len(),
+            MAX_FIELDS - 2,
+            "capped at {MAX_FIELDS} fields"
+        );
+        assert_eq!(info.extra.last().map(|f| f.tag.as_str()), Some("Z253"));
+        // 10 MB of one long bracket, and 10 MB of one word: cut too.
+        let bracket = format!("CPID:8010 SRNM:[{}]", "A".repeat(10 << 20));
+        assert_eq!(parse(&bracket).srnm, None);
+        let word = format!("CPID:8010 {}", "A".repeat(10 << 20));
+        let info = parse(&word);
+        assert_eq!(
+            (info.cpid, info.truncated, info.extra.len()),
+            (Some(0x8010), true, 0)
+        );
+    }
+
+    #[test]
+    fn field_cut_by_the_cap_is_dropped_not_read_short() {
+        // Put "ECID:0002213824536326" across byte 4096, then after it exactly.
+        let pad = |n: usize| format!("CPID:8010 PAD:[{}] ", "p".repeat(n - 17));
+        let mut s = pad(4096 - 10);
+        assert_eq!(s.len(), 4086);
+        s.push_str("ECID:0002213824536326 CPRV:11");
+        let info = parse(&s);
+        assert_eq!(info.ecid, None, "a cut ECID is not an ECID");
+        assert!(!info.unreadable_tag("ECID"), "nor an unreadable one");
+        assert_eq!(info.cprv, None);
+        assert!(info.truncated);
+        // Ending exactly at the cap, a separator after it: whole.
+        let mut s = pad(4096 - 21);
+        s.push_str("ECID:0002213824536326 CPRV:11");
+        let info = parse(&s);
+        assert_eq!(info.ecid, Some(0x2213824536326));
+        assert_eq!((info.cprv, info.truncated), (None, true));
+        // A bracket closing exactly at the cap is whole too.
+        let mut s = pad(4096 - 12);
+        s.push_str("SRTG:[rom]");
+        s.push_str("CPRV:11");
+        let info = parse(&s);
+        assert_eq!(info.srtg.as_deref(), Some("rom"));
+        assert!(info.truncated);
+        // A value-less tag at the cap, a value after it: dropped.
+        let mut s = pad(4096 - 5);
+        s.push_str("SRNM:X");
+        let info = parse(&s);
+        assert!(!info.unreadable_tag("SRNM") && info.truncated);
+    }
+
+    #[test]
+    fn blank_tail_is_not_content() {
+        let mut s = String::from("CPID:8010 SRTG:[iBoot-1 ");
+        s.push_str(&" \0".repeat(10_000));
+        let info = parse(&s);
+        assert!(!info.truncated, "only whitespace and NULs past the cap");
+        // Read exactly as before the caps: the unterminated bracket runs to the end.
+        assert_eq!(info.srtg.map(|v| v.len()), Some(8 + 20_000));
+    }
+
+    #[test]
+    fn at_most_max_fields_are_read() {
+        let mut s = String::from("CPID:8010");
+        for i in 0..300 {
+            s.push_str(&format!(" A{i}:1"));
+        }
+        assert!(s.len() < MAX_SERIAL_LENGTH);
+        let info = parse(&s);
+        assert_eq!(info.extra.len(), MAX_FIELDS - 1);
+        assert!(info.truncated);
+        // Duplicates count as fields too.
+        let s = format!("CPID:8010 {} ECID:1", "CPID:1 ".repeat(300));
+        let info = parse(&s);
+        assert_eq!(
+            (info.cpid, info.ecid, info.truncated),
+            (Some(0x8010), None, true)
+        );
+        // Exactly MAX_FIELDS: all read.
+        let s = format!("CPID:8010{}", " CPRV:1".repeat(MAX_FIELDS - 1));
+        assert!(!parse(&s).truncated);
     }
 
     #[test]

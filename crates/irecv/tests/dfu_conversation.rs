@@ -383,3 +383,324 @@ fn device_leaving_during_manifest_is_a_finish_without_reset() {
     assert_eq!(f.departure, Departure::LeftDuringManifest);
     assert_eq!(f.manifest_state, None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Time limits and cancellation
+
+use std::ops::ControlFlow;
+
+use irecv::budget::{Budget, MinThroughput, Overrun};
+use irecv::dfu::run_download_cancellable;
+
+/// GETSTATE idle, DNLOAD block 0, then a GETSTATUS answered `reply`, all at `now`.
+fn to_first_status(dl: &mut Download<'_>, now: Instant, reply: [u8; 6]) {
+    dl.handle(Ok(Completion::In(vec![2])), now).unwrap();
+    let len = dl.block(0).len();
+    dl.handle(Ok(Completion::Out { written: len }), now)
+        .unwrap();
+    dl.handle(Ok(Completion::In(reply.to_vec())), now).unwrap();
+}
+
+#[test]
+fn busy_with_zero_poll_timeout_waits_the_floor_instead_of_spinning() {
+    // dfuDNBUSY with bwPollTimeout = 0: the engine used to ask for the next GETSTATUS at the
+    // same instant, forever (a tight loop against a real phone).
+    let data = image(10);
+    let mut dl = Download::new(&data, Options::dfu()).unwrap();
+    let now = Instant::now();
+    to_first_status(&mut dl, now, [0, 0, 0, 0, State::DnBusy as u8, 0]);
+    let ms = Duration::from_millis(1);
+    assert!(
+        matches!(dl.poll(now), Action::Wait { not_before, .. } if not_before == now + ms),
+        "{:?}",
+        dl.poll(now)
+    );
+    // At the floor: GETSTATUS. The manifest polls have the same floor.
+    assert!(matches!(dl.poll(now + ms), Action::Transfer { .. }));
+    let t = now + ms;
+    dl.handle(Ok(Completion::In(vec![0, 0, 0, 0, 5, 0])), t)
+        .unwrap();
+    dl.handle(Ok(Completion::Out { written: 0 }), t).unwrap();
+    dl.handle(Ok(Completion::In(vec![0, 0, 0, 0, 6, 0])), t)
+        .unwrap();
+    assert!(matches!(dl.poll(t), Action::Wait { not_before, .. } if not_before == t + ms));
+}
+
+#[test]
+fn busy_with_zero_poll_timeout_is_polled_once_a_millisecond() {
+    let mut clock = FakeClock::new();
+    let mut phone = FakePhone::dfu(&clock);
+    phone.dfu_side().busy_for = Some(Duration::from_millis(50));
+    let (r, _) = run(&mut phone, &mut clock, &image(0x900), Options::dfu());
+    r.unwrap();
+    let waits = clock.waits.lock().unwrap().clone();
+    assert!(waits.iter().all(|w| *w == Duration::from_millis(1)));
+    // 51 GETSTATUS per block (0, 1, ..., 50 ms), 2 blocks, 1 at manifest.
+    assert_eq!(phone.dfu_side().status_times.len(), 2 * 51 + 1);
+}
+
+/// A phone that keeps every 2 KiB block in dfuDNBUSY for 9.9 s with bwPollTimeout = 0, each
+/// transfer taking 1 ms: a 300-block iBSS used to take 50 minutes.
+fn sluggish_dfu_phone(clock: &FakeClock) -> FakePhone {
+    let mut phone = FakePhone::dfu(clock);
+    phone.transfer_time = Duration::from_millis(1);
+    phone.dfu_side().busy_for = Some(Duration::from_millis(9900));
+    phone
+}
+
+#[test]
+fn sluggish_phone_runs_out_of_the_default_budget() {
+    let mut clock = FakeClock::new();
+    let mut phone = sluggish_dfu_phone(&clock);
+    let (r, progress) = run(&mut phone, &mut clock, &image(0x800 * 300), Options::dfu());
+    let e = r.unwrap_err();
+    // 20 s of grace, then 8 KiB/s: with two blocks (4 KiB) taken, time is up at 20.5 s.
+    assert_eq!((e.phase, e.block), (Phase::Download, Some(2)));
+    let Cause::OutOfTime {
+        overrun,
+        elapsed,
+        progress: p,
+    } = e.cause
+    else {
+        panic!("{e}")
+    };
+    assert_eq!(
+        overrun,
+        dfu::DFU_BUDGET
+            .min_throughput
+            .map(|m| Overrun::TooSlow {
+                bytes_per_second: m.bytes_per_second,
+                grace: m.grace
+            })
+            .unwrap()
+    );
+    assert_eq!(elapsed, Duration::from_millis(20_500));
+    assert_eq!((p.sent, p.total), (0x1000, 0x800 * 300));
+    assert_eq!(clock.elapsed(), Duration::from_millis(20_500));
+    let sent: Vec<u64> = progress.iter().map(|p| p.sent).collect();
+    assert_eq!(
+        sent,
+        [0x800, 0x1000],
+        "run_download reports each block once"
+    );
+    assert!(!phone.shorts().contains(&"RESET".to_string()));
+    assert!(e.to_string().contains("4096 of 614400 image bytes"), "{e}");
+    assert!(e.to_string().contains("at block 2"), "{e}");
+}
+
+#[test]
+fn fixed_deadline_ends_the_download_on_time() {
+    let mut clock = FakeClock::new();
+    let mut phone = FakePhone::dfu(&clock);
+    {
+        let d = phone.dfu_side();
+        d.busy_for = Some(Duration::from_millis(1000));
+        d.poll_timeout_ms = 300;
+    }
+    let limit = Duration::from_secs(3);
+    let options = Options {
+        budget: Budget {
+            deadline: Some(limit),
+            min_throughput: None,
+        },
+        ..Options::dfu()
+    };
+    let (r, _) = run(&mut phone, &mut clock, &image(0x800 * 10), options);
+    let e = r.unwrap_err();
+    // Blocks are acknowledged at 1.2 s and 2.4 s; block 2 is still busy at 3 s.
+    assert_eq!(e.block, Some(2));
+    assert_eq!(e.last_state, Some(State::DnBusy));
+    assert!(matches!(
+        e.cause,
+        Cause::OutOfTime { overrun: Overrun::Deadline { limit: l }, elapsed, progress }
+            if l == limit && elapsed == limit && progress.sent == 0x1000
+    ));
+    // The last wait was cut to the deadline, not a whole bwPollTimeout past it.
+    assert_eq!(clock.elapsed(), limit);
+}
+
+#[test]
+fn transfer_timeouts_are_cut_to_the_budget() {
+    let data = image(10);
+    let options = Options {
+        budget: Budget {
+            deadline: Some(Duration::from_secs(5)),
+            min_throughput: None,
+        },
+        ..Options::dfu()
+    };
+    let mut dl = Download::new(&data, options).unwrap();
+    let t0 = Instant::now();
+    dl.start(t0);
+    let timeout = |a: Action<'_>| match a {
+        Action::Transfer { timeout, .. } => timeout,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(timeout(dl.poll(t0)), Duration::from_secs(5));
+    let t = t0 + Duration::from_millis(4500);
+    assert_eq!(timeout(dl.poll(t)), Duration::from_millis(500));
+    // Out of time: poll says so without a transfer, and the engine is not changed by it...
+    let end = t0 + Duration::from_secs(5);
+    let Action::Failed(e) = dl.poll(end) else {
+        panic!("expected the end of the budget")
+    };
+    assert_eq!(e.phase, Phase::Prepare);
+    assert!(matches!(e.cause, Cause::OutOfTime { .. }));
+    // ...and a transfer that timed out because of the cut fails as out of time, for good.
+    let timed_out = usb::UsbError::new(ErrorKind::Timeout, usb::Operation::Reset);
+    let e2 = dl.handle(Err(timed_out), end).unwrap_err();
+    assert_eq!(e2, e);
+    assert_eq!(dl.poll(end + Duration::from_secs(1)), Action::Failed(e));
+}
+
+#[test]
+fn huge_deadlines_mean_no_deadline() {
+    // `now + Duration::MAX` used to panic.
+    let mut clock = FakeClock::new();
+    let mut phone = FakePhone::dfu(&clock);
+    {
+        let d = phone.dfu_side();
+        d.busy_polls = 2;
+        d.poll_timeout_ms = 50;
+    }
+    let options = Options {
+        block_deadline: Duration::MAX,
+        manifest_deadline: Duration::MAX,
+        budget: Budget {
+            deadline: Some(Duration::MAX),
+            min_throughput: Some(MinThroughput {
+                bytes_per_second: 1,
+                grace: Duration::MAX,
+            }),
+        },
+        min_poll_interval: Duration::MAX,
+        ..Options::dfu()
+    };
+    // A floor of Duration::MAX: each wait is "forever", clamped to the (far) block deadline.
+    // So only test the first wait through the engine, then run a sane floor to the end.
+    let data = image(0x900);
+    let mut dl = Download::new(&data, options).unwrap();
+    let now = Instant::now();
+    to_first_status(&mut dl, now, [0, 50, 0, 0, State::DnBusy as u8, 0]);
+    assert!(
+        matches!(dl.poll(now), Action::Wait { not_before, deadline } if not_before > now && deadline >= not_before)
+    );
+    let options = Options {
+        min_poll_interval: Duration::ZERO,
+        ..options
+    };
+    let (r, _) = run(&mut phone, &mut clock, &data, options);
+    assert_eq!(r.unwrap().blocks, 2);
+    assert_eq!(clock.elapsed(), Duration::from_millis(200));
+}
+
+#[test]
+fn progress_callback_can_cancel_between_blocks() {
+    let mut clock = FakeClock::new();
+    let mut phone = FakePhone::dfu(&clock);
+    let data = image(0x800 * 5);
+    let mut calls = 0;
+    let r = run_download_cancellable(&mut phone, &data, Options::dfu(), &mut clock, &mut |p| {
+        calls += 1;
+        if p.sent >= 0x1000 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    let e = r.unwrap_err();
+    assert_eq!(calls, 2);
+    assert_eq!((e.phase, e.block), (Phase::Download, Some(2)));
+    assert!(matches!(e.cause, Cause::Cancelled { progress } if progress.sent == 0x1000));
+    assert_eq!(e.to_string(), "DFU download failed at block 2 (device in dfuDNLOAD-IDLE (5)): cancelled with 4096 of 10240 image bytes acknowledged");
+    // Nothing after the cancel: the last transfer is block 1's GETSTATUS, no reset.
+    assert_eq!(phone.shorts().last().unwrap(), GETSTATUS);
+    assert_eq!(phone.dfu_side().block_lengths.len(), 2);
+}
+
+#[test]
+fn progress_callback_can_cancel_a_stalled_block() {
+    let mut clock = FakeClock::new();
+    let mut phone = FakePhone::dfu(&clock);
+    {
+        let d = phone.dfu_side();
+        d.always_busy = true;
+        d.poll_timeout_ms = 100;
+    }
+    let mut seen = Vec::new();
+    let r = run_download_cancellable(
+        &mut phone,
+        &image(100),
+        Options::dfu(),
+        &mut clock,
+        &mut |p| {
+            seen.push(p.sent);
+            if seen.len() == 5 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    );
+    let e = r.unwrap_err();
+    assert!(matches!(e.cause, Cause::Cancelled { progress } if progress.sent == 0));
+    assert_eq!(e.block, Some(0));
+    assert_eq!(
+        seen, [0; 5],
+        "called before each wait, with the same progress"
+    );
+    assert_eq!(clock.elapsed(), Duration::from_millis(400));
+}
+
+#[test]
+fn cancel_after_the_end_changes_nothing() {
+    let data = image(10);
+    let mut dl = Download::new(&data, Options::dfu()).unwrap();
+    let now = Instant::now();
+    dl.handle(Ok(Completion::In(vec![10])), now).unwrap(); // dfuERROR → CLRSTATUS
+    dl.cancel();
+    let Action::Failed(e) = dl.poll(now) else {
+        panic!()
+    };
+    assert_eq!((e.phase, e.block), (Phase::Prepare, None));
+    dl.cancel();
+    assert_eq!(dl.poll(now), Action::Failed(e));
+}
+
+#[test]
+fn block_of_any_index_is_empty_past_the_end() {
+    // `index + 1` used to overflow for u32::MAX.
+    let data = image(0x900);
+    let dl = Download::new(&data, Options::dfu()).unwrap();
+    assert_eq!(dl.block_count(), 2);
+    assert_eq!(dl.block(1).len(), 0x100 + 16);
+    assert!(dl.block(2).is_empty());
+    assert!(dl.block(u32::MAX).is_empty());
+    assert!(dl.block(u32::MAX - 1).is_empty());
+    let port = Download::new(&data, Options::port_dfu()).unwrap();
+    assert!(port.block(u32::MAX).is_empty());
+}
+
+#[test]
+fn device_leaving_at_the_end_of_the_budget_is_still_a_finish() {
+    let data = image(10);
+    let options = Options {
+        budget: Budget {
+            deadline: Some(Duration::from_secs(1)),
+            min_throughput: None,
+        },
+        ..Options::dfu()
+    };
+    let mut dl = Download::new(&data, options).unwrap();
+    let now = Instant::now();
+    to_first_status(&mut dl, now, [0, 0, 0, 0, 5, 0]);
+    let Action::Transfer { transfer, .. } = dl.poll(now) else {
+        panic!("expected the zero-length DNLOAD")
+    };
+    let gone = usb::UsbError::new(ErrorKind::NoDevice, transfer.operation());
+    let late = now + Duration::from_secs(2);
+    dl.handle(Err(gone), late).unwrap();
+    assert!(
+        matches!(dl.poll(late), Action::Finished(f) if f.departure == Departure::LeftDuringManifest)
+    );
+}

@@ -96,6 +96,24 @@ fn serial_seeds() -> Vec<(&'static str, Vec<u8>)> {
     long_value.extend(std::iter::repeat_n(b'A', 10_000));
     seeds.push(("long-bracket", long_value));
     seeds.push(("all-ff", vec![0xFF; 256]));
+    // Around the caps (4 KiB, 256 fields): a field straddling byte 4096, one ending on it,
+    // a blank tail past it, too many fields.
+    let mut across = b"CPID:8010 PAD:[".to_vec();
+    across.resize(4086 - 2, b'p');
+    across.extend_from_slice(b"] ECID:0002213824536326 CPRV:11");
+    seeds.push(("field-across-cap", across));
+    let mut on = b"CPID:8010 PAD:[".to_vec();
+    on.resize(4075 - 2, b'p');
+    on.extend_from_slice(b"] ECID:0002213824536326 CPRV:11");
+    seeds.push(("field-ending-on-cap", on));
+    let mut blank = b"CPID:8010 SRTG:[iBoot ".to_vec();
+    blank.extend(std::iter::repeat_n(0u8, 6000));
+    seeds.push(("blank-tail", blank));
+    let many: String = (0..300).map(|i| format!("T{i}:{i} ")).collect();
+    seeds.push((
+        "many-fields",
+        format!("CPID:8010 {many}ECID:1").into_bytes(),
+    ));
     seeds
 }
 

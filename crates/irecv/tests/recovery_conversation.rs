@@ -225,3 +225,198 @@ fn interfaces_and_console_output() {
         ["BULK IN 81 len4096", "BULK IN 81 len4096"]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Time limits and cancellation
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use irecv::budget::{Budget, Overrun};
+use irecv::recovery::{run_upload_cancellable, Upload, UploadAction, UploadOptions};
+use usb::{Completion, Operation, UsbError};
+
+fn upload_error(e: RecoveryError) -> recovery::UploadError {
+    match e {
+        RecoveryError::Upload(u) => u,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn sluggish_phone_runs_out_of_the_default_budget() {
+    // One 32 KiB chunk per 9.9 s: 100 MB used to take nine hours.
+    let clock = FakeClock::new();
+    let mut phone = FakePhone::recovery(0x1281, &clock);
+    phone.transfer_time = Duration::from_millis(9900);
+    let data = vec![0x5a; 100 << 20];
+    let mut seen = Vec::new();
+    let e = run_upload_cancellable(
+        &mut phone,
+        &data,
+        UploadOptions::default(),
+        &clock,
+        &mut |p| {
+            seen.push(p.sent);
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap_err();
+    let u = upload_error(e);
+    // START at 9.9 s, chunks 0 and 1 at 19.8 s and 29.7 s; then 30 s of grace + 64 KiB at
+    // 64 KiB/s = 31 s: chunk 2's timeout is cut to 1.3 s and it is out of time then.
+    assert_eq!((u.step, u.offset), (UploadStep::Chunk(2), 0x10000));
+    let UploadCause::OutOfTime {
+        overrun,
+        elapsed,
+        total,
+    } = u.cause
+    else {
+        panic!("{u}")
+    };
+    assert!(matches!(
+        overrun,
+        Overrun::TooSlow {
+            bytes_per_second: 65536,
+            ..
+        }
+    ));
+    assert_eq!(elapsed, Duration::from_secs(31));
+    assert_eq!(total, 100 << 20);
+    assert_eq!(clock.elapsed(), Duration::from_secs(31));
+    assert_eq!(seen, [0x8000, 0x10000]);
+    assert_eq!(
+        phone.shorts().len(),
+        4,
+        "START and three chunks, nothing after"
+    );
+}
+
+#[test]
+fn fixed_deadline_ends_the_upload() {
+    let clock = FakeClock::new();
+    let mut phone = FakePhone::recovery(0x1281, &clock);
+    phone.transfer_time = Duration::from_millis(400);
+    let options = UploadOptions {
+        budget: Budget {
+            deadline: Some(Duration::from_secs(1)),
+            min_throughput: None,
+        },
+        ..UploadOptions::default()
+    };
+    let data = file(0x8000 * 10);
+    let e = run_upload_cancellable(&mut phone, &data, options, &clock, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap_err();
+    let u = upload_error(e);
+    // START 0.4 s, chunk 0 0.8 s, chunk 1 cut to 0.2 s.
+    assert_eq!((u.step, u.offset), (UploadStep::Chunk(1), 0x8000));
+    assert!(matches!(
+        u.cause,
+        UploadCause::OutOfTime { overrun: Overrun::Deadline { .. }, elapsed, .. }
+            if elapsed == Duration::from_secs(1)
+    ));
+    assert!(u.to_string().contains("offset 32768"), "{u}");
+}
+
+#[test]
+fn progress_callback_can_cancel_the_upload() {
+    let clock = FakeClock::new();
+    let mut phone = FakePhone::recovery(0x1281, &clock);
+    let data = file(0x8000 * 4);
+    let e = run_upload_cancellable(
+        &mut phone,
+        &data,
+        UploadOptions::default(),
+        &clock,
+        &mut |p| {
+            if p.sent == 0x10000 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
+    .unwrap_err();
+    let u = upload_error(e);
+    assert_eq!(
+        (u.step, u.offset, u.cause),
+        (UploadStep::Chunk(2), 0x10000, UploadCause::Cancelled)
+    );
+    assert_eq!(
+        phone.shorts(),
+        [START.to_string(), bulk(0x8000), bulk(0x8000)]
+    );
+}
+
+#[test]
+fn upload_timeouts_are_cut_to_the_budget_and_cancel_sticks() {
+    let data = file(1000);
+    let options = UploadOptions {
+        budget: Budget {
+            deadline: Some(Duration::from_secs(3)),
+            min_throughput: None,
+        },
+        ..UploadOptions::default()
+    };
+    let mut up = Upload::new(&data, options).unwrap();
+    let t0 = Instant::now();
+    up.start(t0);
+    let timeout = |a: UploadAction<'_>| match a {
+        UploadAction::Transfer { timeout, .. } => timeout,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(timeout(up.poll_at(t0)), Duration::from_secs(3));
+    assert_eq!(
+        timeout(up.poll_at(t0 + Duration::from_millis(2999))),
+        Duration::from_millis(1)
+    );
+    // The clockless poll knows nothing of the budget.
+    assert_eq!(timeout(up.poll()), recovery::DEFAULT_TIMEOUT);
+    let end = t0 + Duration::from_secs(3);
+    assert!(matches!(up.poll_at(end), UploadAction::Failed(e) if e.step == UploadStep::Start));
+    // A START that timed out at the end of the budget is out of time, not a USB failure.
+    let op = Operation::ControlOut {
+        setup: Control::new(0x41, 0, 0, 0),
+        length: 0,
+    };
+    let e = up
+        .handle_at(Err(UsbError::new(ErrorKind::Timeout, op)), end)
+        .unwrap_err();
+    assert!(matches!(e.cause, UploadCause::OutOfTime { .. }));
+    assert_eq!(e.usb_kind(), None);
+    // Cancelling a failed upload changes nothing.
+    up.cancel();
+    assert_eq!(up.poll(), UploadAction::Failed(e));
+
+    let mut up = Upload::new(&data, UploadOptions::default()).unwrap();
+    up.handle_at(Ok(Completion::Out { written: 0 }), t0)
+        .unwrap();
+    up.cancel();
+    assert!(matches!(
+        up.poll_at(t0),
+        UploadAction::Failed(e) if e.cause == UploadCause::Cancelled && e.step == UploadStep::Chunk(0)
+    ));
+}
+
+#[test]
+fn huge_budget_means_no_budget() {
+    let clock = FakeClock::new();
+    let mut phone = FakePhone::recovery(0x1281, &clock);
+    phone.transfer_time = Duration::from_secs(1);
+    let options = UploadOptions {
+        budget: Budget {
+            deadline: Some(Duration::MAX),
+            min_throughput: None,
+        },
+        ..UploadOptions::default()
+    };
+    let data = file(0x8000 * 3);
+    let done = run_upload_cancellable(&mut phone, &data, options, &clock, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(done.sent, data.len() as u64);
+    assert_eq!(phone.recovery_side().received, data);
+}

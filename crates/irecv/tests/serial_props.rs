@@ -77,6 +77,7 @@ fn serial_info() -> impl Strategy<Value = SerialInfo> {
                     imei,
                     unreadable: Vec::new(),
                     extra,
+                    truncated: false,
                 }
             },
         )

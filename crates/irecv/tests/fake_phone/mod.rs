@@ -117,6 +117,10 @@ pub struct Dfu {
     pub status_times: Vec<Duration>,
     /// What reset reports (None = Ok).
     pub reset_error: Option<ErrorKind>,
+    /// Each block stays dfuDNBUSY for this long (fake time) after its DNLOAD.
+    pub busy_for: Option<Duration>,
+    /// Fake time of the last DNLOAD with data.
+    dnload_at: Duration,
 }
 
 impl Dfu {
@@ -134,6 +138,8 @@ impl Dfu {
             block_lengths: Vec::new(),
             status_times: Vec::new(),
             reset_error: None,
+            busy_for: None,
+            dnload_at: Duration::ZERO,
         }
     }
 }
@@ -184,6 +190,9 @@ pub struct FakePhone {
     pub gone: bool,
     pub active_configuration: u8,
     pub personality: Personality,
+    /// Fake time each transfer takes on the wire; one longer than the transfer's timeout
+    /// times out (after the timeout).
+    pub transfer_time: Duration,
 }
 
 fn device_descriptor(product_id: u16) -> DeviceDescriptor {
@@ -227,6 +236,7 @@ impl FakePhone {
             gone: false,
             active_configuration: 0,
             personality,
+            transfer_time: Duration::ZERO,
         }
     }
 
@@ -246,6 +256,16 @@ impl FakePhone {
 
     pub fn shorts(&self) -> Vec<String> {
         self.records.iter().map(Record::short).collect()
+    }
+
+    /// Spends the wire time of one transfer: the timeout if it is shorter (then a Timeout).
+    fn spend(&self, timeout: Duration, op: &Operation) -> Result<(), UsbError> {
+        if self.transfer_time > timeout {
+            self.clock.advance(timeout);
+            return Err(UsbError::new(ErrorKind::Timeout, op.clone()));
+        }
+        self.clock.advance(self.transfer_time);
+        Ok(())
     }
 
     fn check_present(&self, op: &Operation) -> Result<(), UsbError> {
@@ -285,7 +305,8 @@ fn dfu_control_in(
             d.status_times.push(now);
             match d.state {
                 State::DnloadSync | State::DnBusy => {
-                    if d.always_busy || d.busy_left > 0 {
+                    let busy_time = d.busy_for.is_some_and(|b| now < d.dnload_at + b);
+                    if d.always_busy || d.busy_left > 0 || busy_time {
                         d.busy_left = d.busy_left.saturating_sub(1);
                         d.state = State::DnBusy;
                     } else {
@@ -304,7 +325,12 @@ fn dfu_control_in(
     }
 }
 
-fn dfu_control_out(d: &mut Dfu, setup: Control, data: &[u8]) -> Result<usize, ErrorKind> {
+fn dfu_control_out(
+    d: &mut Dfu,
+    setup: Control,
+    data: &[u8],
+    now: Duration,
+) -> Result<usize, ErrorKind> {
     match (setup.request_type, setup.request) {
         (0x21, 1) => {
             if !matches!(d.state, State::DfuIdle | State::DnloadIdle) {
@@ -335,6 +361,7 @@ fn dfu_control_out(d: &mut Dfu, setup: Control, data: &[u8]) -> Result<usize, Er
                 d.block_lengths.push(data.len());
                 d.state = State::DnloadSync;
                 d.busy_left = d.busy_polls;
+                d.dnload_at = now;
             }
             Ok(data.len())
         }
@@ -410,11 +437,12 @@ impl UsbDevice for FakePhone {
         &mut self,
         setup: Control,
         length: u16,
-        _: Duration,
+        timeout: Duration,
     ) -> Result<Vec<u8>, UsbError> {
         let op = Operation::ControlIn { setup, length };
         self.check_present(&op)?;
         self.records.push(Record::ControlIn { setup, length });
+        self.spend(timeout, &op)?;
         let now = self.clock.elapsed();
         let r = match &mut self.personality {
             Personality::Dfu(d) => dfu_control_in(d, setup, length, now),
@@ -430,7 +458,12 @@ impl UsbDevice for FakePhone {
         r.map_err(|k| UsbError::new(k, op))
     }
 
-    fn control_out(&mut self, setup: Control, data: &[u8], _: Duration) -> Result<usize, UsbError> {
+    fn control_out(
+        &mut self,
+        setup: Control,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError> {
         let op = Operation::ControlOut {
             setup,
             length: data.len(),
@@ -440,9 +473,11 @@ impl UsbDevice for FakePhone {
             setup,
             data: data.to_vec(),
         });
+        self.spend(timeout, &op)?;
+        let now = self.clock.elapsed();
         let mut leaves = false;
         let r = match &mut self.personality {
-            Personality::Dfu(d) => dfu_control_out(d, setup, data),
+            Personality::Dfu(d) => dfu_control_out(d, setup, data, now),
             Personality::Recovery(r) => match (setup.request_type, setup.request) {
                 (0x40, req @ (0 | 1)) => {
                     let text = data.strip_suffix(&[0]).expect("commands end with NUL");
@@ -499,7 +534,12 @@ impl UsbDevice for FakePhone {
         }
     }
 
-    fn bulk_out(&mut self, endpoint: u8, data: &[u8], _: Duration) -> Result<usize, UsbError> {
+    fn bulk_out(
+        &mut self,
+        endpoint: u8,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError> {
         let op = Operation::BulkOut {
             endpoint,
             length: data.len(),
@@ -509,6 +549,7 @@ impl UsbDevice for FakePhone {
             endpoint,
             data: data.to_vec(),
         });
+        self.spend(timeout, &op)?;
         match &mut self.personality {
             Personality::Recovery(r) if endpoint == 0x04 && r.uploading => {
                 if r.stall_chunk == Some(r.chunk_lengths.len()) {

@@ -2,7 +2,8 @@
 //!
 //! - `restation irecv parse-serial "<iSerialNumber>" [--json]`: decode an iBoot/SecureROM serial
 //!   string and name the device. Exit 0 when the string is a serial string (even with masked or
-//!   unknown parts), 2 when nothing in it is recognizable.
+//!   unknown parts), 2 when nothing in it is recognizable. Only the first 4 KiB and 256 fields
+//!   are read (a real one is under 256 bytes); a note on stderr says when the rest was ignored.
 //! - `restation irecv mode <product id>`: which mode an Apple USB product id means
 //!   (`0x1281` → `recovery`).
 
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use irecv::mode::{self, Mode};
-use irecv::serial::{format_ecid, SerialInfo};
+use irecv::serial::{format_ecid, SerialInfo, MAX_FIELDS, MAX_SERIAL_LENGTH};
 use serde::Serialize;
 
 /// Exit code for input that cannot be understood at all.
@@ -109,6 +110,9 @@ fn parse_serial(args: &ParseSerialArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
+    if let Some(note) = truncation_note(&info) {
+        eprintln!("restation irecv parse-serial: {note}");
+    }
     if args.json {
         println!(
             "{}",
@@ -118,6 +122,16 @@ fn parse_serial(args: &ParseSerialArgs) -> anyhow::Result<ExitCode> {
         print!("{}", text_table(&info));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What to tell the user when the parser left part of the input unread.
+fn truncation_note(info: &SerialInfo) -> Option<String> {
+    info.truncated.then(|| {
+        format!(
+            "note: only the fields within the first {MAX_SERIAL_LENGTH} bytes (at most \
+             {MAX_FIELDS}) were read; the rest of the input was ignored"
+        )
+    })
 }
 
 fn hex(value: Option<u32>, width: usize) -> String {
@@ -230,5 +244,23 @@ fn mode(args: &ModeArgs) -> anyhow::Result<ExitCode> {
             eprintln!("restation irecv mode: {not_a_phone}");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_input_gets_a_note() {
+        let short = SerialInfo::parse("CPID:8010 BDID:0C").unwrap();
+        assert_eq!(truncation_note(&short), None);
+        let long = format!("CPID:8010 BDID:0C {}", "PAD:[x] ".repeat(1000));
+        let info = SerialInfo::parse(long).unwrap();
+        let note = truncation_note(&info).unwrap();
+        assert!(
+            note.contains("4096 bytes") && note.contains("256"),
+            "{note}"
+        );
     }
 }
