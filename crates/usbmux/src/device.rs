@@ -1,8 +1,8 @@
 //! The device side of the mux link: what an iPhone does on its end of the USB pipes.
 //!
 //! Used by the simulated phone (and the conversation tests): it answers VERSION, takes
-//! SETUP, accepts SYNs on listening ports (and resets the others), and carries data with
-//! the same windows and acknowledgements as the host side.
+//! SETUP, accepts SYNs on listening ports up to `max_connections` (and resets the others),
+//! and carries data with the same windows and acknowledgements as the host side.
 
 use std::time::Instant;
 
@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::header::HeaderVersion;
 use crate::message::Control;
-use crate::mux::{Config, ConnId, Core, Event, LinkError, Role, StreamError};
+use crate::mux::{Config, ConnId, Core, Event, LinkError, Role, Stats, StreamError};
 
 /// Device-side tunables.
 #[derive(Debug, Clone)]
@@ -19,7 +19,11 @@ pub struct DeviceConfig {
     pub major: u32,
     /// Minor version answered.
     pub minor: u32,
-    /// Windows, buffers and ACK timing (shared with the host side).
+    /// Connections held at once (open, or closed with data still unread); SYNs beyond it
+    /// are refused with RST. Default 64.
+    pub max_connections: usize,
+    /// Windows, buffers and ACK timing (shared with the host side; the handshake and
+    /// connect timeouts are host-only and ignored here).
     pub link: Config,
 }
 
@@ -28,6 +32,7 @@ impl Default for DeviceConfig {
         DeviceConfig {
             major: 2,
             minor: 0,
+            max_connections: 64,
             link: Config::default(),
         }
     }
@@ -47,6 +52,7 @@ impl Device {
         let role = Role::Device {
             major: config.major,
             minor: config.minor,
+            max_connections: config.max_connections,
         };
         Device {
             core: Core::new(role, config.link, now),
@@ -61,6 +67,11 @@ impl Device {
     /// The error that killed the link, if it is dead.
     pub fn error(&self) -> Option<&LinkError> {
         self.core.error()
+    }
+
+    /// What was dropped or refused to keep memory bounded against a misbehaving host.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
     }
 
     /// Accept connections to `port` (as lockdownd does on 62078).
@@ -108,7 +119,7 @@ impl Device {
         self.core.send_capacity(conn)
     }
 
-    /// Up to `max` bytes received from the host.
+    /// Up to `max` bytes received from the host (`Ok(None)` when none wait, or `max` is 0).
     pub fn read(&mut self, conn: ConnId, max: usize) -> Result<Option<Bytes>, StreamError> {
         self.core.read(conn, max)
     }

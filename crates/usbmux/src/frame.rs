@@ -3,9 +3,13 @@
 //! The USB driver reads fixed-size chunks (16384 bytes); a chunk can hold several packets,
 //! or a piece of one. [`FrameReader`] buffers and hands out whole packets.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::header::{Header, HeaderError, HeaderVersion};
+
+/// A packet is handed out as a view into the reader's buffer only when it fills at least
+/// `1 / COPY_RATIO` of that buffer; smaller ones are copied.
+const COPY_RATIO: usize = 4;
 
 /// One whole mux packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +21,10 @@ pub struct Packet {
 }
 
 /// Stream decoder for mux packets.
+///
+/// A [`Packet`]'s payload is a view into the reader's buffer only when the packet fills at
+/// least a quarter of that buffer; smaller payloads are copied. Keeping packets around
+/// therefore never pins much more memory than they hold.
 ///
 /// ```
 /// use usbmux::{FrameReader, HeaderVersion, Message, Version};
@@ -84,8 +92,18 @@ impl FrameReader {
             self.buf.reserve(len - self.buf.len());
             return Ok(None);
         }
-        let mut packet = self.buf.split_to(len).freeze();
-        let payload = packet.split_off(header.header_len());
+        let header_len = header.header_len();
+        // A payload much smaller than the buffer is copied out: a view would pin the whole
+        // buffer (up to 64 KiB and more) for as long as the packet is kept, and force the
+        // next `push` to allocate a fresh one. Large payloads stay views (no copy).
+        let payload = if len.saturating_mul(COPY_RATIO) < self.buf.capacity() {
+            let payload = Bytes::copy_from_slice(self.buf.get(header_len..len).unwrap_or(&[]));
+            self.buf.advance(len);
+            payload
+        } else {
+            let mut packet = self.buf.split_to(len).freeze();
+            packet.split_off(header_len)
+        };
         Ok(Some(Packet { header, payload }))
     }
 }
@@ -135,6 +153,41 @@ mod tests {
         let e = r.next_packet(HeaderVersion::V1).unwrap_err();
         assert!(!e.is_fatal());
         assert!(r.next_packet(HeaderVersion::V1).unwrap().is_some());
+    }
+
+    #[test]
+    fn small_payloads_are_copied_large_ones_are_views() {
+        // A 1-byte segment next to a 60000-byte packet: keeping the small packet must not
+        // keep the reader's 60 KiB buffer alive.
+        let small = encode_packet(Protocol::Tcp, Some(Sequence::default()), &[0; 20], &[1]);
+        let big = encode_packet(
+            Protocol::Tcp,
+            Some(Sequence::default()),
+            &[0; 20],
+            &[2; 60000],
+        );
+        let mut r = FrameReader::new();
+        r.push(&small);
+        r.push(&big);
+        let span = |r: &FrameReader| {
+            let base = r.buf.as_ptr() as usize;
+            base..base + r.buf.capacity()
+        };
+        let before = span(&r);
+        let p = r.next_packet(HeaderVersion::V2).unwrap().unwrap();
+        assert_eq!(p.payload.len(), 21);
+        assert!(
+            !before.contains(&(p.payload.as_ptr() as usize)),
+            "a small payload is a copy"
+        );
+        let before = span(&r);
+        let q = r.next_packet(HeaderVersion::V2).unwrap().unwrap();
+        assert!(
+            before.contains(&(q.payload.as_ptr() as usize)),
+            "a large payload is a view, not a copy"
+        );
+        assert_eq!(q.payload.len(), 60020);
+        assert_eq!(r.buffered(), 0);
     }
 
     #[test]

@@ -114,8 +114,10 @@ pub fn link_input(data: &[u8]) {
                 conns.push(c);
             }
         }
-        if let Some(t) = link.poll_timeout() {
-            link.handle_timeout(t);
+        // Fire only what is due: jumping to the next deadline would time out the handshake
+        // and every connect before the input gets a chance to reach them.
+        if link.poll_timeout().is_some_and(|t| t <= now) {
+            link.handle_timeout(now);
         }
         while let Some(p) = link.poll_transmit() {
             check_outgoing(&p);
@@ -149,8 +151,10 @@ pub fn device_input(data: &[u8]) {
                 _ => {}
             }
         }
-        if let Some(t) = dev.poll_timeout() {
-            dev.handle_timeout(t);
+        // Fire only what is due: jumping to the next deadline would time out the handshake
+        // and every connect before the input gets a chance to reach them.
+        if dev.poll_timeout().is_some_and(|t| t <= now) {
+            dev.handle_timeout(now);
         }
         while let Some(p) = dev.poll_transmit() {
             check_outgoing(&p);

@@ -65,7 +65,7 @@ pub use message::{
     TcpHeader, Version, SETUP_BYTE, TCP_HEADER_LEN, VERSION_LEN,
 };
 pub use mux::{
-    CloseReason, Config, ConnId, ConnectionError, Discard, Event, LinkError, StreamError,
+    CloseReason, Config, ConnId, ConnectionError, Discard, Event, LinkError, Stats, StreamError,
 };
 
 /// Whether a bulk OUT transfer of `transfer_len` bytes must be followed by a zero-length

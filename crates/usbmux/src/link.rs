@@ -5,7 +5,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::header::HeaderVersion;
-use crate::mux::{Config, ConnId, Core, Event, LinkError, Role, StreamError};
+use crate::mux::{Config, ConnId, Core, Event, LinkError, Role, Stats, StreamError};
 
 /// The host's end of the mux link with one device: the VERSION/SETUP handshake, then many
 /// TCP-like connections to device ports. Sans-IO, in the style of `quinn-proto`: feed it the
@@ -22,6 +22,9 @@ use crate::mux::{Config, ConnId, Core, Event, LinkError, Role, StreamError};
 /// device sends is acknowledged as the application [`Link::read`]s it (usbmuxd's rule), with
 /// a constant advertised window of `Config::recv_window`; a device that sends beyond it gets
 /// its connection reset with [`crate::ConnectionError::WindowOverflow`].
+///
+/// Memory held stays bounded whatever the device sends: about twice `recv_window` plus twice
+/// `send_buffer` per connection, and fixed caps on queued events and RSTs (see [`Stats`]).
 #[derive(Debug)]
 pub struct Link {
     core: Core,
@@ -50,6 +53,11 @@ impl Link {
         self.core.error()
     }
 
+    /// What was dropped to keep memory bounded against a misbehaving device.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
     /// Bytes read from bulk IN (any cut: several packets or part of one).
     ///
     /// An `Err` means the whole link is lost (bad magic, impossible length, unsupported
@@ -69,12 +77,16 @@ impl Link {
         self.core.poll_event()
     }
 
-    /// When [`Link::handle_timeout`] must be called next (a deferred ACK), if ever.
+    /// When [`Link::handle_timeout`] must be called next, if ever: a deferred ACK, the
+    /// handshake deadline (`Config::handshake_timeout` after [`Link::new`]) or a connect
+    /// deadline (`Config::connect_timeout` after [`Link::connect`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.core.poll_timeout()
     }
 
-    /// Sends the deferred ACKs that are due.
+    /// Sends the deferred ACKs that are due, gives up connects the device did not answer
+    /// in time (`Event::ConnectTimedOut`), and fails the link if the handshake is overdue
+    /// (`Event::Failed(LinkError::HandshakeTimeout { .. })`, also in [`Link::error`]).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.core.handle_timeout(now)
     }
@@ -98,8 +110,9 @@ impl Link {
         self.core.send_capacity(conn)
     }
 
-    /// Up to `max` received bytes (`Ok(None)` when none are waiting). Reading is what
-    /// acknowledges data to the device, which opens its window again.
+    /// Up to `max` received bytes (`Ok(None)` when none are waiting, and always when `max`
+    /// is 0: nothing is read then). Reading is what acknowledges data to the device, which
+    /// opens its window again.
     pub fn read(&mut self, conn: ConnId, max: usize) -> Result<Option<Bytes>, StreamError> {
         self.core.read(conn, max)
     }

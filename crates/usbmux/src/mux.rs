@@ -10,12 +10,18 @@
 //! - acknowledgements ride on data packets, or go out alone when `ack_delay` (30 ms) expires,
 //!   or at once when half a window has been read;
 //! - USB is reliable: there is no retransmission, a sequence gap is a protocol error.
+//!
+//! Memory is bounded against a hostile peer: received data is copied into one contiguous
+//! buffer per connection (at most twice the window is allocated), RSTs answering stray
+//! segments are coalesced per port pair and capped, `Discarded` and `Readable` events are
+//! coalesced, queued CONTROL text is capped (oldest dropped), and the device side accepts at
+//! most `max_connections`. What was dropped is counted in [`Stats`].
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::frame::{FrameReader, Packet};
@@ -49,6 +55,13 @@ pub struct Config {
     pub max_packet: usize,
     /// Whether RSTs this side sends carry a reason text. Default true.
     pub reset_reasons: bool,
+    /// (host) How long the device may take to answer VERSION before the link fails with
+    /// [`LinkError::HandshakeTimeout`]. Default 5 s. The device side waits for its host
+    /// as long as it takes.
+    pub handshake_timeout: Duration,
+    /// (host) How long the device may take to answer a SYN before the connection is given
+    /// up with [`Event::ConnectTimedOut`]. Default 5 s.
+    pub connect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -59,8 +72,47 @@ impl Default for Config {
             ack_delay: Duration::from_millis(30),
             max_packet: MAX_PACKET,
             reset_reasons: true,
+            handshake_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// At most this many RSTs answering segments for no connection wait to be sent; more are
+/// dropped (and one per port pair is enough).
+pub(crate) const MAX_PENDING_RESETS: usize = 256;
+/// At most this many `Event::Discarded` wait to be polled; more are only counted.
+pub(crate) const MAX_PENDING_DISCARDS: usize = 64;
+/// At most this many bytes of CONTROL text wait to be polled; the oldest are dropped.
+pub(crate) const MAX_CONTROL_BYTES: usize = 256 * 1024;
+/// At most this many `Event::Control` wait to be polled; the oldest are dropped.
+pub(crate) const MAX_CONTROL_EVENTS: usize = 1024;
+/// (device) While this many packets wait in the output queue (bulk IN is not being
+/// drained), new connections are refused rather than answered with a SYN|ACK.
+pub(crate) const MAX_OUT_BACKLOG: usize = 1024;
+/// (device) While this many events wait to be polled, new connections are refused too
+/// (each connection a host opens and resets leaves an `Accepted` and a `Closed`).
+pub(crate) const MAX_EVENT_BACKLOG: usize = 4096;
+/// Smallest allocation of a connection's byte queues.
+const MIN_QUEUE_ALLOC: usize = 4096;
+
+/// What this side dropped or refused to stay within its memory bounds, since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets discarded without harm (each one is, or would have been, an
+    /// [`Event::Discarded`]).
+    pub discarded: u64,
+    /// [`Event::Discarded`] not queued because 64 were already waiting to be polled.
+    pub discard_events_dropped: u64,
+    /// [`Event::Control`] dropped, oldest first, because more than 256 KiB of text or 1024
+    /// messages were waiting to be polled.
+    pub controls_dropped: u64,
+    /// RSTs for segments to no connection that were not queued: one for the same port pair
+    /// was already waiting, or 256 were.
+    pub resets_coalesced: u64,
+    /// (device) SYNs to a listening port refused with RST: `max_connections` reached, or
+    /// the output or event queue backed up (1024 packets, 4096 events).
+    pub connections_refused: u64,
 }
 
 /// Something that happened on the link; drain with `poll_event`.
@@ -111,8 +163,20 @@ pub enum Event {
     },
     /// A CONTROL message from the peer.
     Control(Control),
-    /// A packet that was dropped without harming the link.
+    /// A packet that was dropped without harming the link. At most 64 wait to be polled;
+    /// the rest are only counted in [`Stats::discarded`].
     Discarded(Discard),
+    /// (host) The device did not answer the SYN within `Config::connect_timeout`; the
+    /// connection is gone (an RST was sent in case the SYN arrives late).
+    ConnectTimedOut {
+        /// Which.
+        conn: ConnId,
+        /// Device port asked for.
+        port: u16,
+    },
+    /// The whole link failed (also returned by the `handle_input` call that caused it, if
+    /// any); every open connection gets `Closed { reason: LinkLost }`.
+    Failed(LinkError),
 }
 
 /// Why a connection ended.
@@ -226,6 +290,12 @@ pub enum LinkError {
     /// The VERSION packet of the handshake is malformed.
     #[error("malformed VERSION in handshake: {0}")]
     BadVersion(MessageError),
+    /// (host) The device did not answer VERSION in time.
+    #[error("no VERSION answer from the device within {waited:?}")]
+    HandshakeTimeout {
+        /// `Config::handshake_timeout`.
+        waited: Duration,
+    },
     /// The link failed earlier; this is the original error.
     #[error("link is down: {0}")]
     Dead(Box<LinkError>),
@@ -254,7 +324,11 @@ pub enum StreamError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
     Host,
-    Device { major: u32, minor: u32 },
+    Device {
+        major: u32,
+        minor: u32,
+        max_connections: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,15 +365,83 @@ struct Conn {
     snd_nxt: u32,
     snd_una: u32,
     peer_window: u32,
-    queue: VecDeque<Bytes>,
-    queued: usize,
+    /// Bytes `send` took that have not left yet.
+    queue: ByteQueue,
     blocked: bool,
     rcv_nxt: u32,
     rcv_ack: u32,
     acked: u32,
-    recv: VecDeque<Bytes>,
-    buffered: usize,
+    /// Bytes received and not read yet.
+    recv: ByteQueue,
+    /// An `Event::Readable` for this connection waits to be polled.
+    readable_pending: bool,
     ack_deadline: Option<Instant>,
+    connect_deadline: Option<Instant>,
+}
+
+/// A FIFO of bytes in one contiguous buffer. Its allocation stays within twice the bound the
+/// caller enforces on `len`, however the bytes arrive: in many
+/// 1-byte pieces or few large ones. Reads hand out views (`split_to`), so the buffer is
+/// reused in place once the reader drops them.
+#[derive(Debug, Default)]
+struct ByteQueue {
+    buf: BytesMut,
+}
+
+impl ByteQueue {
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Appends `data`; callers keep `len()` within `bound`.
+    fn push(&mut self, data: &[u8], bound: usize) {
+        if data.is_empty() {
+            return;
+        }
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare < data.len() && !self.buf.try_reclaim(data.len()) {
+            // Grow by doubling (amortised O(1) per byte) but never past twice the bound:
+            // at that size a fresh buffer has room for at least `bound` more bytes, so the
+            // copy below happens at most once per `bound` bytes received.
+            let need = self.buf.len() + data.len();
+            let limit = bound.saturating_mul(2).max(need);
+            let cap = need
+                .saturating_mul(2)
+                .max(MIN_QUEUE_ALLOC)
+                .min(limit)
+                .max(need);
+            let mut fresh = BytesMut::with_capacity(cap);
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Takes up to `max` bytes from the front.
+    fn take(&mut self, max: usize) -> Bytes {
+        let n = max.min(self.buf.len());
+        self.buf.split_to(n).freeze()
+    }
+
+    /// The first `n` bytes (fewer if fewer are held).
+    fn front(&self, n: usize) -> &[u8] {
+        self.buf.get(..n).unwrap_or(&self.buf)
+    }
+
+    /// Drops the first `n` bytes.
+    fn advance(&mut self, n: usize) {
+        let n = n.min(self.buf.len());
+        self.buf.advance(n);
+    }
+
+    /// Drops everything and frees the buffer.
+    fn clear(&mut self) {
+        self.buf = BytesMut::new();
+    }
 }
 
 impl Conn {
@@ -311,15 +453,15 @@ impl Conn {
             snd_nxt: 0,
             snd_una: 0,
             peer_window: 0,
-            queue: VecDeque::new(),
-            queued: 0,
+            queue: ByteQueue::default(),
             blocked: false,
             rcv_nxt: 0,
             rcv_ack: 0,
             acked: 0,
-            recv: VecDeque::new(),
-            buffered: 0,
+            recv: ByteQueue::default(),
+            readable_pending: false,
             ack_deadline: None,
+            connect_deadline: None,
         }
     }
 
@@ -329,13 +471,13 @@ impl Conn {
         }
         let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
         let window = self.peer_window.saturating_sub(in_flight) as usize;
-        window.min(max_payload).min(self.queued)
+        window.min(max_payload).min(self.queue.len())
     }
 
     fn on_segment(
         &mut self,
         th: &TcpHeader,
-        payload: Bytes,
+        payload: &[u8],
         window: u32,
     ) -> Result<bool, ConnectionError> {
         let outstanding = self.snd_nxt.wrapping_sub(self.snd_una);
@@ -359,18 +501,18 @@ impl Conn {
                 got: th.seq,
             });
         }
-        if self.buffered.saturating_add(payload.len()) > window as usize {
+        if self.recv.len().saturating_add(payload.len()) > window as usize {
             return Err(ConnectionError::WindowOverflow {
                 port: self.local,
                 window,
-                buffered: self.buffered,
+                buffered: self.recv.len(),
                 received: payload.len(),
             });
         }
         // Lengths are at most a packet, far below u32::MAX.
         self.rcv_nxt = self.rcv_nxt.wrapping_add(payload.len() as u32);
-        self.buffered += payload.len();
-        self.recv.push_back(payload);
+        // Copied: a view would keep the frame reader's whole buffer alive.
+        self.recv.push(payload, window as usize);
         Ok(true)
     }
 }
@@ -393,6 +535,9 @@ pub(crate) struct Core {
     tx_seq: u16,
     rx_seq: u16,
     out: VecDeque<Outgoing>,
+    /// RSTs answering segments for no connection, at most one per port pair.
+    resets: VecDeque<AnonReset>,
+    reset_pairs: HashSet<(u16, u16)>,
     conns: BTreeMap<ConnId, Conn>,
     ports: HashMap<(u16, u16), ConnId>,
     local_ports: HashMap<u16, usize>,
@@ -400,8 +545,35 @@ pub(crate) struct Core {
     next_id: u64,
     next_sport: u16,
     cursor: Option<ConnId>,
-    events: VecDeque<Event>,
+    /// Events but `Control`, each with its place in the order of all events.
+    events: VecDeque<(u64, Event)>,
+    /// `Control` events, kept apart so the oldest can be dropped.
+    controls: VecDeque<(u64, Control)>,
+    control_bytes: usize,
+    event_seq: u64,
+    pending_discards: usize,
+    handshake_deadline: Option<Instant>,
+    stats: Stats,
     now: Instant,
+}
+
+/// Why an RST goes to a port pair with no connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResetWhy {
+    /// A segment for no known connection.
+    NoConnection,
+    /// (device) A SYN to a port nothing listens on.
+    NotListening,
+    /// (device) A SYN beyond `max_connections` or while output is backed up.
+    TooManyConnections,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AnonReset {
+    sport: u16,
+    dport: u16,
+    ack: u32,
+    why: ResetWhy,
 }
 
 impl Core {
@@ -419,6 +591,8 @@ impl Core {
             tx_seq: 0,
             rx_seq: 0,
             out: VecDeque::new(),
+            resets: VecDeque::new(),
+            reset_pairs: HashSet::new(),
             conns: BTreeMap::new(),
             ports: HashMap::new(),
             local_ports: HashMap::new(),
@@ -427,9 +601,16 @@ impl Core {
             next_sport: 1,
             cursor: None,
             events: VecDeque::new(),
+            controls: VecDeque::new(),
+            control_bytes: 0,
+            event_seq: 0,
+            pending_discards: 0,
+            handshake_deadline: None,
+            stats: Stats::default(),
             now,
         };
         if role == Role::Host {
+            core.handshake_deadline = now.checked_add(core.config.handshake_timeout);
             core.out.push_back(Outgoing {
                 protocol: Protocol::Version,
                 body: Version::HOST.encode().to_vec(),
@@ -448,6 +629,10 @@ impl Core {
             Phase::Dead(e) => Some(e),
             _ => None,
         }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.stats
     }
 
     fn max_payload(&self) -> usize {
@@ -469,11 +654,7 @@ impl Core {
                 Ok(None) => return Ok(()),
                 Ok(Some(p)) => self.handle_packet(p)?,
                 Err(HeaderError::UnknownProtocol { protocol, length }) => {
-                    self.events
-                        .push_back(Event::Discarded(Discard::UnknownProtocol {
-                            protocol,
-                            length,
-                        }));
+                    self.discard(Discard::UnknownProtocol { protocol, length });
                 }
                 Err(e) => return Err(self.fail(LinkError::Framing(e))),
             }
@@ -483,6 +664,8 @@ impl Core {
     fn fail(&mut self, e: LinkError) -> LinkError {
         self.phase = Phase::Dead(e.clone());
         self.out.clear();
+        self.resets.clear();
+        self.reset_pairs.clear();
         self.ports.clear();
         self.local_ports.clear();
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -491,22 +674,63 @@ impl Core {
             if let Some(c) = self.conns.get_mut(&id) {
                 if c.state != ConnState::Closed {
                     c.state = ConnState::Closed;
-                    self.events.push_back(Event::Closed {
-                        conn: id,
-                        reason: CloseReason::LinkLost,
-                    });
+                    c.queue.clear();
+                    self.events.push_back((
+                        self.event_seq,
+                        Event::Closed {
+                            conn: id,
+                            reason: CloseReason::LinkLost,
+                        },
+                    ));
+                    self.event_seq += 1;
                 }
-                remove = c.buffered == 0;
+                remove = c.recv.is_empty();
             }
             if remove {
                 self.conns.remove(&id);
             }
         }
+        self.push_event(Event::Failed(e.clone()));
         e
     }
 
+    fn push_event(&mut self, e: Event) {
+        self.events.push_back((self.event_seq, e));
+        self.event_seq += 1;
+    }
+
     fn discard(&mut self, d: Discard) {
-        self.events.push_back(Event::Discarded(d));
+        self.stats.discarded += 1;
+        if self.pending_discards >= MAX_PENDING_DISCARDS {
+            self.stats.discard_events_dropped += 1;
+            return;
+        }
+        self.pending_discards += 1;
+        self.push_event(Event::Discarded(d));
+    }
+
+    /// Queues a CONTROL event, dropping the oldest ones beyond the caps.
+    fn push_control(&mut self, c: Control) {
+        self.control_bytes += c.text.len();
+        self.controls.push_back((self.event_seq, c));
+        self.event_seq += 1;
+        while self.control_bytes > MAX_CONTROL_BYTES || self.controls.len() > MAX_CONTROL_EVENTS {
+            let Some((_, old)) = self.controls.pop_front() else {
+                break;
+            };
+            self.control_bytes -= old.text.len();
+            self.stats.controls_dropped += 1;
+        }
+    }
+
+    fn readable(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.readable_pending {
+            c.readable_pending = true;
+            self.push_event(Event::Readable { conn: id });
+        }
     }
 
     fn handle_packet(&mut self, p: Packet) -> Result<(), LinkError> {
@@ -534,7 +758,7 @@ impl Core {
             Message::Setup(_) => {
                 if matches!(self.role, Role::Device { .. }) && self.phase == Phase::AwaitSetup {
                     self.phase = Phase::Active;
-                    self.events.push_back(Event::Ready {
+                    self.push_event(Event::Ready {
                         version: HeaderVersion::V2,
                     });
                 } else {
@@ -544,7 +768,7 @@ impl Core {
                 Ok(())
             }
             Message::Control(c) => {
-                self.events.push_back(Event::Control(c));
+                self.push_control(c);
                 Ok(())
             }
             Message::Tcp(th, data) => {
@@ -572,7 +796,8 @@ impl Core {
             Role::Host => match v.major {
                 1 => {
                     self.phase = Phase::Active;
-                    self.events.push_back(Event::Ready {
+                    self.handshake_deadline = None;
+                    self.push_event(Event::Ready {
                         version: HeaderVersion::V1,
                     });
                 }
@@ -586,7 +811,8 @@ impl Core {
                         force_v1: false,
                     });
                     self.phase = Phase::Active;
-                    self.events.push_back(Event::Ready {
+                    self.handshake_deadline = None;
+                    self.push_event(Event::Ready {
                         version: HeaderVersion::V2,
                     });
                 }
@@ -597,7 +823,7 @@ impl Core {
                     }))
                 }
             },
-            Role::Device { major, minor } => {
+            Role::Device { major, minor, .. } => {
                 self.out.push_back(Outgoing {
                     protocol: Protocol::Version,
                     body: Version {
@@ -615,7 +841,7 @@ impl Core {
                     self.phase = Phase::AwaitSetup;
                 } else {
                     self.phase = Phase::Active;
-                    self.events.push_back(Event::Ready {
+                    self.push_event(Event::Ready {
                         version: HeaderVersion::V1,
                     });
                 }
@@ -643,8 +869,9 @@ impl Core {
                     conn.peer_window = th.window_bytes();
                     conn.rcv_nxt = th.seq.wrapping_add(1);
                     conn.rcv_ack = conn.rcv_nxt;
+                    conn.connect_deadline = None;
                     self.queue_tcp(id, TcpFlags::ACK, Vec::new());
-                    self.events.push_back(Event::Connected { conn: id });
+                    self.push_event(Event::Connected { conn: id });
                 } else {
                     let port = conn.remote;
                     let was_rst = th.flags.contains(TcpFlags::RST);
@@ -657,7 +884,7 @@ impl Core {
                         self.queue_rst_for(id, "connection refused");
                     }
                     self.remove_conn(id);
-                    self.events.push_back(Event::Refused {
+                    self.push_event(Event::Refused {
                         conn: id,
                         port,
                         reason,
@@ -683,8 +910,8 @@ impl Core {
                     self.reset_with_error(id, e);
                     return;
                 }
-                match conn.on_segment(&th, data, window) {
-                    Ok(true) => self.events.push_back(Event::Readable { conn: id }),
+                match conn.on_segment(&th, &data, window) {
+                    Ok(true) => self.readable(id),
                     Ok(false) => {}
                     Err(e) => self.reset_with_error(id, e),
                 }
@@ -697,18 +924,30 @@ impl Core {
         let is_syn = th.flags.contains(TcpFlags::SYN)
             && !th.flags.contains(TcpFlags::ACK)
             && !th.flags.contains(TcpFlags::RST);
-        if matches!(self.role, Role::Device { .. }) && is_syn {
-            if self.listeners.contains(&th.dport) {
-                self.accept(th);
+        if let (
+            Role::Device {
+                max_connections, ..
+            },
+            true,
+        ) = (self.role, is_syn)
+        {
+            let ack = th.seq.wrapping_add(1);
+            if !self.listeners.contains(&th.dport) {
+                self.queue_anon_rst(th.dport, th.sport, ack, ResetWhy::NotListening);
+            } else if self.conns.len() >= max_connections
+                || self.out.len() >= MAX_OUT_BACKLOG
+                || self.events.len() >= MAX_EVENT_BACKLOG
+            {
+                self.stats.connections_refused += 1;
+                self.queue_anon_rst(th.dport, th.sport, ack, ResetWhy::TooManyConnections);
             } else {
-                let reason = format!("nothing listens on port {}", th.dport);
-                self.queue_anon_rst(th.dport, th.sport, th.seq.wrapping_add(1), &reason);
+                self.accept(th);
             }
             return;
         }
         drop(data);
         if !th.flags.contains(TcpFlags::RST) {
-            self.queue_anon_rst(th.dport, th.sport, th.seq, "no such connection");
+            self.queue_anon_rst(th.dport, th.sport, th.seq, ResetWhy::NoConnection);
         }
         self.discard(Discard::StrayTcp {
             sport: th.sport,
@@ -739,7 +978,7 @@ impl Core {
             c.acked = c.rcv_ack;
         }
         self.push_tcp(syn_ack, Vec::new());
-        self.events.push_back(Event::Accepted { conn: id, port });
+        self.push_event(Event::Accepted { conn: id, port });
     }
 
     // ---- connection bookkeeping -----------------------------------------------------------
@@ -782,13 +1021,12 @@ impl Core {
         if let Some(c) = self.conns.get_mut(&id) {
             c.state = ConnState::Closed;
             c.queue.clear();
-            c.queued = 0;
-            drained = c.buffered == 0;
+            drained = c.recv.is_empty();
         }
         if drained {
             self.conns.remove(&id);
         }
-        self.events.push_back(Event::Closed { conn: id, reason });
+        self.push_event(Event::Closed { conn: id, reason });
     }
 
     fn reset_with_error(&mut self, id: ConnId, e: ConnectionError) {
@@ -812,17 +1050,50 @@ impl Core {
         }
     }
 
-    fn queue_anon_rst(&mut self, sport: u16, dport: u16, ack: u32, reason: &str) {
-        let th = TcpHeader {
+    /// Queues an RST to a port pair with no connection: at most one per pair, at most
+    /// [`MAX_PENDING_RESETS`] in all, encoded only when sent.
+    fn queue_anon_rst(&mut self, sport: u16, dport: u16, ack: u32, why: ResetWhy) {
+        if self.resets.len() >= MAX_PENDING_RESETS || !self.reset_pairs.insert((sport, dport)) {
+            self.stats.resets_coalesced += 1;
+            return;
+        }
+        self.resets.push_back(AnonReset {
             sport,
             dport,
-            seq: 0,
             ack,
+            why,
+        });
+    }
+
+    fn encode_anon_rst(&mut self, r: AnonReset) -> Vec<u8> {
+        let th = TcpHeader {
+            sport: r.sport,
+            dport: r.dport,
+            seq: 0,
+            ack: r.ack,
             flags: TcpFlags::RST,
             window: 0,
         };
-        let body = self.reason_bytes(reason);
-        self.push_tcp(th, body);
+        // Strays get a bare RST, as usbmuxd sends; refusals say why.
+        let reason = match (r.why, self.role) {
+            (ResetWhy::NoConnection, _) => String::new(),
+            (ResetWhy::NotListening, _) => format!("nothing listens on port {}", r.sport),
+            (
+                ResetWhy::TooManyConnections,
+                Role::Device {
+                    max_connections, ..
+                },
+            ) => format!("too many connections (limit {max_connections})"),
+            (ResetWhy::TooManyConnections, Role::Host) => String::new(),
+        };
+        let data = self.reason_bytes(&reason);
+        let seq = self.next_seq(false);
+        let header = Header::new(Protocol::Tcp, TCP_HEADER_LEN + data.len(), seq);
+        let mut packet = Vec::with_capacity(header.length as usize);
+        header.encode_into(&mut packet);
+        th.encode_into(&mut packet);
+        packet.extend_from_slice(&data);
+        packet
     }
 
     fn reason_bytes(&self, reason: &str) -> Vec<u8> {
@@ -895,6 +1166,7 @@ impl Core {
         let id = self.alloc_id();
         let mut conn = Conn::new(sport, dport, ConnState::SynSent);
         conn.snd_nxt = 1;
+        conn.connect_deadline = now.checked_add(self.config.connect_timeout);
         let syn = TcpHeader {
             sport,
             dport,
@@ -930,15 +1202,12 @@ impl Core {
         if c.state == ConnState::Closed {
             return Err(StreamError::Closed(id));
         }
-        let room = cap.saturating_sub(c.queued);
+        let room = cap.saturating_sub(c.queue.len());
         let n = room.min(data.len());
         if n < data.len() {
             c.blocked = true;
         }
-        if n > 0 {
-            c.queue.push_back(Bytes::copy_from_slice(&data[..n]));
-            c.queued += n;
-        }
+        c.queue.push(data.get(..n).unwrap_or(&[]), cap);
         Ok(n)
     }
 
@@ -948,7 +1217,7 @@ impl Core {
             .conns
             .get(&id)
             .filter(|c| c.state != ConnState::Closed)
-            .map(|c| self.config.send_buffer.saturating_sub(c.queued))
+            .map(|c| self.config.send_buffer.saturating_sub(c.queue.len()))
             .unwrap_or(0))
     }
 
@@ -959,14 +1228,10 @@ impl Core {
         let Some(c) = self.conns.get_mut(&id) else {
             return Err(StreamError::Unknown(id));
         };
-        let Some(mut chunk) = c.recv.pop_front() else {
+        if max == 0 || c.recv.is_empty() {
             return Ok(None);
-        };
-        if chunk.len() > max {
-            let rest = chunk.split_off(max);
-            c.recv.push_front(rest);
         }
-        c.buffered -= chunk.len();
+        let chunk = c.recv.take(max);
         c.rcv_ack = c.rcv_ack.wrapping_add(chunk.len() as u32);
         let mut ack_now = false;
         let mut remove = false;
@@ -979,7 +1244,7 @@ impl Core {
                     c.ack_deadline = Some(deadline);
                 }
             }
-            ConnState::Closed => remove = c.buffered == 0,
+            ConnState::Closed => remove = c.recv.is_empty(),
             ConnState::SynSent => {}
         }
         if ack_now {
@@ -1017,21 +1282,64 @@ impl Core {
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let control_first = match (self.events.front(), self.controls.front()) {
+            (Some((e, _)), Some((c, _))) => c < e,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if control_first {
+            let (_, c) = self.controls.pop_front()?;
+            self.control_bytes -= c.text.len();
+            return Some(Event::Control(c));
+        }
+        let (_, e) = self.events.pop_front()?;
+        match &e {
+            Event::Discarded(_) => self.pending_discards = self.pending_discards.saturating_sub(1),
+            Event::Readable { conn } => {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.readable_pending = false;
+                }
+            }
+            _ => {}
+        }
+        Some(e)
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.conns
-            .values()
-            .filter(|c| c.state == ConnState::Established)
-            .filter_map(|c| c.ack_deadline)
-            .min()
+        let conns = self.conns.values().filter_map(|c| match c.state {
+            ConnState::Established => c.ack_deadline,
+            ConnState::SynSent => c.connect_deadline,
+            ConnState::Closed => None,
+        });
+        let handshake = match self.phase {
+            Phase::Hello => self.handshake_deadline,
+            _ => None,
+        };
+        conns.chain(handshake).min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
+        if self.phase == Phase::Hello && self.handshake_deadline.is_some_and(|d| d <= now) {
+            let waited = self.config.handshake_timeout;
+            self.fail(LinkError::HandshakeTimeout { waited });
+            return;
+        }
         if self.phase != Phase::Active {
             return;
+        }
+        let expired: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.state == ConnState::SynSent)
+            .filter(|(_, c)| c.connect_deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let port = self.conns.get(&id).map(|c| c.remote).unwrap_or(0);
+            self.queue_rst_for(id, "connect timed out");
+            self.remove_conn(id);
+            self.push_event(Event::ConnectTimedOut { conn: id, port });
         }
         let due: Vec<ConnId> = self
             .conns
@@ -1080,6 +1388,10 @@ impl Core {
             packet.extend_from_slice(&o.body);
             return Some(packet);
         }
+        if let Some(r) = self.resets.pop_front() {
+            self.reset_pairs.remove(&(r.sport, r.dport));
+            return Some(self.encode_anon_rst(r));
+        }
         if self.phase != Phase::Active {
             return None;
         }
@@ -1117,29 +1429,17 @@ impl Core {
         let mut packet = Vec::with_capacity(header.length as usize);
         header.encode_into(&mut packet);
         th.encode_into(&mut packet);
-        let mut left = n;
-        while left > 0 {
-            let Some(front) = c.queue.front_mut() else {
-                break;
-            };
-            if front.len() <= left {
-                left -= front.len();
-                packet.extend_from_slice(front);
-                c.queue.pop_front();
-            } else {
-                let head = front.split_to(left);
-                packet.extend_from_slice(&head);
-                left = 0;
-            }
-        }
-        let sent = n - left;
-        c.queued -= sent;
+        let data = c.queue.front(n);
+        let sent = data.len();
+        packet.extend_from_slice(data);
+        c.queue.advance(sent);
         c.snd_nxt = c.snd_nxt.wrapping_add(sent as u32);
         c.acked = c.rcv_ack;
         c.ack_deadline = None;
-        if c.blocked && c.queued < cap {
+        let writable = c.blocked && c.queue.len() < cap;
+        if writable {
             c.blocked = false;
-            self.events.push_back(Event::Writable { conn: id });
+            self.push_event(Event::Writable { conn: id });
         }
         Some(packet)
     }
@@ -1186,19 +1486,19 @@ mod tests {
     fn sequence_numbers_wrap_past_4_gib() {
         // A restore image is larger than 4 GiB: seq/ack arithmetic must wrap.
         let mut c = established(u32::MAX - 1000, 50_000, u32::MAX - 10);
-        c.queued = 1_000_000;
+        c.queue.push(&vec![0; 1_000_000], 1_000_000);
         let in_flight = 50_000u32.wrapping_sub(u32::MAX - 1000);
         assert_eq!(in_flight, 51_001);
         assert_eq!(c.sendable(49116), 49116);
         assert_eq!(c.sendable(usize::MAX), 131072 - 51_001);
         // An ACK that wraps is accepted; one beyond what was sent is not.
         assert_eq!(
-            c.on_segment(&ack(u32::MAX - 10, 10), Bytes::new(), 131072),
+            c.on_segment(&ack(u32::MAX - 10, 10), &[], 131072),
             Ok(false)
         );
         assert_eq!(c.snd_una, 10);
         assert!(matches!(
-            c.on_segment(&ack(u32::MAX - 10, 50_001), Bytes::new(), 131072),
+            c.on_segment(&ack(u32::MAX - 10, 50_001), &[], 131072),
             Err(ConnectionError::AckBeyondSent {
                 ack: 50_001,
                 sent: 50_000,
@@ -1206,7 +1506,7 @@ mod tests {
             })
         ));
         // Data whose sequence wraps is in order.
-        let got = c.on_segment(&ack(u32::MAX - 10, 10), Bytes::from(vec![1; 20]), 131072);
+        let got = c.on_segment(&ack(u32::MAX - 10, 10), &[1; 20], 131072);
         assert_eq!(got, Ok(true));
         assert_eq!(c.rcv_nxt, 9);
     }
@@ -1214,7 +1514,7 @@ mod tests {
     #[test]
     fn zero_window_means_nothing_to_send() {
         let mut c = established(1, 1, 1);
-        c.queued = 10;
+        c.queue.push(&[7; 10], 10);
         c.peer_window = 0;
         assert_eq!(c.sendable(49116), 0);
         c.peer_window = 256;
