@@ -3,14 +3,18 @@
 
 use plist::Value;
 
-use crate::frame::{decode_dictionary, encode_frame_into, FrameDecoder, DEFAULT_MAX_FRAME_LEN};
+use crate::frame::{
+    decode_dictionary_with, encode_frame_into, FrameDecoder, DEFAULT_MAX_FRAME_LEN,
+};
 use crate::reply::Outcome;
+use crate::Limits;
 use crate::{CodecError, Envelope, Error, Format, Reply, Request};
 
 /// Host side: encodes requests, decodes replies, remembers which request is in flight.
 #[derive(Debug)]
 pub struct HostCodec {
     decoder: FrameDecoder,
+    limits: Limits,
     format: Format,
     label: Option<String>,
     pending: Option<String>,
@@ -23,10 +27,11 @@ impl Default for HostCodec {
 }
 
 impl HostCodec {
-    /// XML requests, no label, 16 MiB frame limit.
+    /// XML requests, no label, 16 MiB frame limit, default plist [`Limits`].
     pub fn new() -> Self {
         HostCodec {
             decoder: FrameDecoder::new(),
+            limits: Limits::default(),
             format: Format::Xml,
             label: None,
             pending: None,
@@ -48,6 +53,12 @@ impl HostCodec {
     /// Sets the largest reply payload accepted.
     pub fn with_max_frame_len(mut self, max: u32) -> Self {
         self.decoder = FrameDecoder::with_max_frame_len(max);
+        self
+    }
+
+    /// Sets how deep and how large a decoded reply may be.
+    pub fn with_plist_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -81,7 +92,7 @@ impl HostCodec {
             return Ok(None);
         };
         self.pending = None;
-        let dict = decode_dictionary(&payload)?;
+        let dict = decode_dictionary_with(&payload, &self.limits)?;
         Reply::from_dictionary(dict).map(Some)
     }
 
@@ -137,6 +148,7 @@ pub fn check_reply(expected: &str, reply: Reply) -> Result<Reply, Error> {
 #[derive(Debug)]
 pub struct DeviceCodec {
     decoder: FrameDecoder,
+    limits: Limits,
     format: Format,
 }
 
@@ -147,10 +159,11 @@ impl Default for DeviceCodec {
 }
 
 impl DeviceCodec {
-    /// XML replies, 16 MiB request limit.
+    /// XML replies, 16 MiB request limit, default plist [`Limits`].
     pub fn new() -> Self {
         DeviceCodec {
             decoder: FrameDecoder::with_max_frame_len(DEFAULT_MAX_FRAME_LEN),
+            limits: Limits::default(),
             format: Format::Xml,
         }
     }
@@ -167,6 +180,12 @@ impl DeviceCodec {
         self
     }
 
+    /// Sets how deep and how large a decoded request may be.
+    pub fn with_plist_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Feeds bytes read from the stream.
     pub fn receive(&mut self, data: &[u8]) {
         self.decoder.push(data);
@@ -177,7 +196,7 @@ impl DeviceCodec {
         let Some(payload) = self.decoder.next_frame()? else {
             return Ok(None);
         };
-        Envelope::from_dictionary(decode_dictionary(&payload)?).map(Some)
+        Envelope::from_dictionary(decode_dictionary_with(&payload, &self.limits)?).map(Some)
     }
 
     /// Encodes `reply` as one frame appended to `out`.

@@ -30,9 +30,10 @@ pub enum CodecError {
     InvalidPlist {
         /// Payload length.
         len: usize,
-        /// What the plist parser said.
+        /// What the hardened plist decoder said (format, and the parser's error with its
+        /// position).
         #[source]
-        source: plist::Error,
+        source: plist_limits::Error,
     },
     /// The plist nests containers deeper than the codec accepts.
     #[error("plist nests containers deeper than {max} levels")]
@@ -40,12 +41,16 @@ pub enum CodecError {
         /// The limit.
         max: usize,
     },
-    /// A binary plist whose object references expand (shared sub-trees, repeated data) past the
-    /// budget: a small frame that would decode into a huge value.
-    #[error("binary plist expands to more than {budget} bytes of values")]
+    /// A plist that decodes to more values, or more bytes of values, than the codec accepts
+    /// (e.g. a binary plist whose shared references expand a small frame into a huge value).
+    #[error("plist decodes to more than {max} {measure} (counted at least {found})")]
     TooLarge {
-        /// The budget in bytes.
-        budget: u64,
+        /// Which budget ran out.
+        measure: plist_limits::Measure,
+        /// The budget.
+        max: u64,
+        /// How much was counted when decoding stopped.
+        found: u64,
     },
     /// The top-level plist of a lockdown message must be a dictionary.
     #[error("lockdown message is a plist {found}, expected a dictionary")]

@@ -1,13 +1,17 @@
 //! Framing: a 4-byte big-endian length, then a plist (XML or binary).
 //!
 //! [`FrameDecoder`] is sans-IO: push whatever bytes arrived, pull whole frames out. A length
-//! prefix above the limit is an error as soon as the 4 prefix bytes are in, before anything is
-//! allocated for the body.
+//! prefix above the limit is an error as soon as the 4 prefix bytes are in, and an accepted
+//! length is not reserved up front: the buffer grows with the bytes that actually arrive.
+//!
+//! Payloads are parsed by [`plist_limits::decode`] within [`Limits`]: nesting depth, value
+//! count and an absolute budget of decoded bytes (32 MiB by default), whatever the frame size.
 
 use bytes::{Buf, Bytes, BytesMut};
 use plist::{Dictionary, Value};
+use plist_limits::Limits;
 
-use crate::{bplist_guard, CodecError};
+use crate::CodecError;
 
 /// Length of the big-endian length prefix.
 pub const PREFIX_LEN: usize = 4;
@@ -16,8 +20,11 @@ pub const PREFIX_LEN: usize = 4;
 /// largest plists are well below this).
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;
 
-/// Deepest container nesting accepted in a decoded plist.
-pub const MAX_DEPTH: usize = 128;
+/// Most bytes reserved ahead of their arrival for a frame body whose length prefix is in.
+const MAX_RESERVE: usize = 64 * 1024;
+
+/// Deepest container nesting accepted in a decoded plist by default.
+pub const MAX_DEPTH: usize = Limits::DEFAULT_MAX_DEPTH;
 
 /// How a plist is written on the wire. Decoding accepts both, whatever this says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -144,7 +151,9 @@ impl FrameDecoder {
         }
         let len = len as usize;
         if self.buf.len() - PREFIX_LEN < len {
-            self.buf.reserve(PREFIX_LEN + len - self.buf.len());
+            // Room for what is likely to come next, not for what the peer announced.
+            self.buf
+                .reserve((PREFIX_LEN + len - self.buf.len()).min(MAX_RESERVE));
             return Ok(None);
         }
         self.buf.advance(PREFIX_LEN);
@@ -178,88 +187,50 @@ impl FrameDecoder {
 
 /// The plist type name of a value, for error messages.
 pub(crate) fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Array(_) => "array",
-        Value::Dictionary(_) => "dictionary",
-        Value::Boolean(_) => "boolean",
-        Value::Data(_) => "data",
-        Value::Date(_) => "date",
-        Value::Real(_) => "real",
-        Value::Integer(_) => "integer",
-        Value::String(_) => "string",
-        Value::Uid(_) => "uid",
-        _ => "unknown value",
-    }
+    plist_limits::kind(value)
 }
 
-/// Parses a frame payload (XML or binary plist, detected by content) into any plist value.
-///
-/// Binary plists whose shared references would expand to more than 64 × their size (plus
-/// 1 MiB) are refused before parsing, and values nested deeper than [`MAX_DEPTH`] are refused
-/// (and torn down without recursion).
+/// Parses a frame payload (XML or binary plist, detected by content) into any plist value,
+/// within the default [`Limits`]: containers nested at most [`MAX_DEPTH`] deep, at most
+/// 32 MiB of decoded values (binary plists whose shared references would expand past that are
+/// refused before parsing).
 pub fn decode_value(payload: &[u8]) -> Result<Value, CodecError> {
-    let budget = (payload.len() as u64)
-        .saturating_mul(64)
-        .saturating_add(1 << 20);
-    if let Some(size) = bplist_guard::expanded_size(payload) {
-        if size > budget {
-            return Err(CodecError::TooLarge { budget });
-        }
-    }
-    let value = Value::from_reader(std::io::Cursor::new(payload)).map_err(|source| {
-        CodecError::InvalidPlist {
+    decode_value_with(payload, &Limits::default())
+}
+
+/// [`decode_value`] within `limits`.
+pub fn decode_value_with(payload: &[u8], limits: &Limits) -> Result<Value, CodecError> {
+    plist_limits::decode(payload, limits).map_err(|err| match err {
+        plist_limits::Error::TooDeep { max, .. } => CodecError::TooDeep { max },
+        plist_limits::Error::TooLarge {
+            measure,
+            max,
+            found,
+            ..
+        } => CodecError::TooLarge {
+            measure,
+            max,
+            found,
+        },
+        source => CodecError::InvalidPlist {
             len: payload.len(),
             source,
-        }
-    })?;
-    if depth_exceeds(&value, MAX_DEPTH) {
-        dismantle(value);
-        return Err(CodecError::TooDeep { max: MAX_DEPTH });
-    }
-    Ok(value)
+        },
+    })
 }
 
 /// Parses a frame payload that must be a dictionary (every lockdown message is one).
 pub fn decode_dictionary(payload: &[u8]) -> Result<Dictionary, CodecError> {
-    match decode_value(payload)? {
+    decode_dictionary_with(payload, &Limits::default())
+}
+
+/// [`decode_dictionary`] within `limits`.
+pub fn decode_dictionary_with(payload: &[u8], limits: &Limits) -> Result<Dictionary, CodecError> {
+    match decode_value_with(payload, limits)? {
         Value::Dictionary(dict) => Ok(dict),
         other => Err(CodecError::NotADictionary {
             found: type_name(&other),
         }),
-    }
-}
-
-fn depth_exceeds(value: &Value, max: usize) -> bool {
-    let mut stack = vec![(value, 1usize)];
-    while let Some((value, depth)) = stack.pop() {
-        match value {
-            Value::Array(items) => {
-                if depth > max {
-                    return true;
-                }
-                stack.extend(items.iter().map(|child| (child, depth + 1)));
-            }
-            Value::Dictionary(dict) => {
-                if depth > max {
-                    return true;
-                }
-                stack.extend(dict.values().map(|child| (child, depth + 1)));
-            }
-            _ => {}
-        }
-    }
-    false
-}
-
-/// Drops a value without recursing (a deep value would overflow the stack in `Drop`).
-fn dismantle(value: Value) {
-    let mut stack = vec![value];
-    while let Some(value) = stack.pop() {
-        match value {
-            Value::Array(items) => stack.extend(items),
-            Value::Dictionary(dict) => stack.extend(dict.into_iter().map(|(_, v)| v)),
-            _ => {}
-        }
     }
 }
 
@@ -318,6 +289,28 @@ mod tests {
         assert!(decoder.buf.capacity() < 1024);
         // Sticky: the stream cannot be resynchronised.
         assert!(decoder.next_frame().is_err());
+    }
+
+    #[test]
+    fn announced_length_is_not_reserved_up_front() {
+        // M2: a 4-byte prefix announcing 16 MiB must not make the decoder reserve 16 MiB; the
+        // buffer grows with the bytes that actually arrive.
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&DEFAULT_MAX_FRAME_LEN.to_be_bytes());
+        decoder.push(b"<?xml");
+        assert_eq!(decoder.next_frame().unwrap(), None);
+        assert!(
+            decoder.buf.capacity() <= 2 * MAX_RESERVE,
+            "reserved {} bytes for a frame that has not arrived",
+            decoder.buf.capacity()
+        );
+        // It still completes once the bytes are there.
+        let body = vec![b' '; DEFAULT_MAX_FRAME_LEN as usize - 5];
+        for chunk in body.chunks(1 << 20) {
+            decoder.push(chunk);
+        }
+        let frame = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(frame.len(), DEFAULT_MAX_FRAME_LEN as usize);
     }
 
     #[test]
@@ -399,6 +392,28 @@ mod tests {
         ok.push_str(&"</array>".repeat(MAX_DEPTH));
         ok.push_str("</plist>");
         decode_value(ok.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn limits_are_configurable() {
+        let mut dict = Dictionary::new();
+        dict.insert("Payload".into(), Value::Data(vec![1; 4096]));
+        let payload = &encode_frame(&Value::Dictionary(dict), Format::Binary, "t").unwrap()[4..];
+        decode_dictionary(payload).unwrap();
+        let tight = Limits::new().with_max_bytes(4096);
+        assert!(matches!(
+            decode_dictionary_with(payload, &tight),
+            Err(CodecError::TooLarge {
+                measure: plist_limits::Measure::Bytes,
+                max: 4096,
+                ..
+            })
+        ));
+        let shallow = Limits::new().with_max_depth(0);
+        assert!(matches!(
+            decode_dictionary_with(payload, &shallow),
+            Err(CodecError::TooDeep { max: 0 })
+        ));
     }
 
     #[test]

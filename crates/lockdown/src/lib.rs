@@ -42,7 +42,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod bplist_guard;
 mod client;
 mod codec;
 mod error;
@@ -61,8 +60,11 @@ pub use codec::{check_reply, DeviceCodec, HostCodec};
 pub use error::{CodecError, Error};
 pub use error_kind::ErrorKind;
 pub use frame::{
-    decode_dictionary, decode_value, encode_frame, encode_frame_into, Format, FrameDecoder,
-    DEFAULT_MAX_FRAME_LEN,
+    decode_dictionary, decode_dictionary_with, decode_value, decode_value_with, encode_frame,
+    encode_frame_into, Format, FrameDecoder, DEFAULT_MAX_FRAME_LEN,
 };
+/// Limits on decoded plists (depth, value count, decoded bytes), from the shared
+/// [`plist_limits`] decoder every received frame goes through.
+pub use plist_limits::Limits;
 pub use reply::{DaemonType, Outcome, Reply};
 pub use request::{names, Envelope, PairRecord, PairRequest, Request};

@@ -8,12 +8,13 @@
 //! becomes a raw byte pipe to the device port ([`RequestDecoder::into_remaining`]).
 //!
 //! Clients encode [`ClientRequest`]s and decode [`DaemonResponse`]s; a daemon does the
-//! reverse. Decoders take partial reads and enforce a maximum message size.
-
-use std::io::Cursor;
+//! reverse. Decoders take partial reads and enforce a maximum message size; plist payloads
+//! are parsed by [`plist_limits::decode`] within [`Limits`] (nesting depth, value count,
+//! decoded bytes), so a hostile peer gets [`SocketError::PlistPayload`], not a crash.
 
 use bytes::{Bytes, BytesMut};
 use plist::{Dictionary, Value};
+pub use plist_limits::Limits;
 use thiserror::Error;
 
 /// Size of the socket header.
@@ -414,9 +415,20 @@ pub enum SocketError {
     /// A binary serial number that is not UTF-8.
     #[error("serial number in binary DEVICE_ADD is not UTF-8")]
     SerialNotUtf8,
-    /// The payload does not parse as a plist.
-    #[error("payload is not a plist: {0}")]
+    /// Writing a plist payload failed.
+    #[error("cannot write plist payload: {0}")]
     Plist(#[from] plist::Error),
+    /// A received plist payload is malformed, or nests deeper or decodes larger than the
+    /// decoder's [`Limits`] ([`plist_limits::Error::is_limit`] tells which). Only this message
+    /// is lost.
+    #[error("plist payload ({len} bytes) refused: {source}")]
+    PlistPayload {
+        /// Payload length.
+        len: usize,
+        /// Why the hardened plist decoder refused it.
+        #[source]
+        source: plist_limits::Error,
+    },
     /// The plist is not a dictionary.
     #[error("plist payload is a {found}, expected a dictionary")]
     NotADictionary {
@@ -498,8 +510,13 @@ fn plist_frame(tag: u32, dict: Dictionary) -> Result<Vec<u8>, SocketError> {
     Ok(frame(Format::Plist, MessageType::Plist, tag, &xml))
 }
 
-fn parse_dict(payload: &[u8]) -> Result<Dictionary, SocketError> {
-    match Value::from_reader(Cursor::new(payload))? {
+fn parse_dict(payload: &[u8], limits: &Limits) -> Result<Dictionary, SocketError> {
+    let value =
+        plist_limits::decode(payload, limits).map_err(|source| SocketError::PlistPayload {
+            len: payload.len(),
+            source,
+        })?;
+    match value {
         Value::Dictionary(d) => Ok(d),
         other => Err(SocketError::NotADictionary {
             found: kind(&other),
@@ -508,18 +525,7 @@ fn parse_dict(payload: &[u8]) -> Result<Dictionary, SocketError> {
 }
 
 fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Array(_) => "array",
-        Value::Dictionary(_) => "dictionary",
-        Value::Boolean(_) => "boolean",
-        Value::Data(_) => "data",
-        Value::Date(_) => "date",
-        Value::Real(_) => "real",
-        Value::Integer(_) => "integer",
-        Value::String(_) => "string",
-        Value::Uid(_) => "uid",
-        _ => "unknown value",
-    }
+    plist_limits::kind(v)
 }
 
 struct Keys<'a> {
@@ -690,8 +696,18 @@ impl ClientRequest {
         }
     }
 
-    /// Decodes one message whose header has been read.
+    /// Decodes one message whose header has been read (plist payloads within the default
+    /// [`Limits`]).
     pub fn decode(header: &Header, payload: &[u8]) -> Result<ClientRequest, SocketError> {
+        Self::decode_with_limits(header, payload, &Limits::default())
+    }
+
+    /// Decodes one message whose header has been read, plist payloads within `limits`.
+    pub fn decode_with_limits(
+        header: &Header,
+        payload: &[u8],
+        limits: &Limits,
+    ) -> Result<ClientRequest, SocketError> {
         let unexpected = || SocketError::UnexpectedMessage {
             message: header.message,
             version: header.version,
@@ -699,7 +715,7 @@ impl ClientRequest {
         let kind = MessageType::from_number(header.message).ok_or_else(unexpected)?;
         match kind {
             MessageType::Plist => {
-                let dict = parse_dict(payload)?;
+                let dict = parse_dict(payload, limits)?;
                 let keys = Keys {
                     dict: &dict,
                     message: "request",
@@ -1011,8 +1027,18 @@ impl DaemonResponse {
         }
     }
 
-    /// Decodes one message whose header has been read.
+    /// Decodes one message whose header has been read (plist payloads within the default
+    /// [`Limits`]).
     pub fn decode(header: &Header, payload: &[u8]) -> Result<DaemonResponse, SocketError> {
+        Self::decode_with_limits(header, payload, &Limits::default())
+    }
+
+    /// Decodes one message whose header has been read, plist payloads within `limits`.
+    pub fn decode_with_limits(
+        header: &Header,
+        payload: &[u8],
+        limits: &Limits,
+    ) -> Result<DaemonResponse, SocketError> {
         let unexpected = || SocketError::UnexpectedMessage {
             message: header.message,
             version: header.version,
@@ -1039,7 +1065,7 @@ impl DaemonResponse {
             MessageType::Plist => Ok(DaemonResponse {
                 tag: header.tag,
                 format: Format::Plist,
-                response: Self::decode_plist(&parse_dict(payload)?)?,
+                response: Self::decode_plist(&parse_dict(payload, limits)?)?,
             }),
             MessageType::Connect | MessageType::Listen => Err(unexpected()),
         }
@@ -1264,6 +1290,7 @@ impl RawDecoder {
 #[derive(Debug)]
 pub struct RequestDecoder {
     raw: RawDecoder,
+    limits: Limits,
 }
 
 impl Default for RequestDecoder {
@@ -1282,7 +1309,14 @@ impl RequestDecoder {
     pub fn with_max_len(max: usize) -> RequestDecoder {
         RequestDecoder {
             raw: RawDecoder::new(max),
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets how deep and how large a decoded plist payload may be.
+    pub fn with_plist_limits(mut self, limits: Limits) -> RequestDecoder {
+        self.limits = limits;
+        self
     }
 
     /// Appends bytes read from the socket.
@@ -1295,7 +1329,7 @@ impl RequestDecoder {
     pub fn next_request(&mut self) -> Result<Option<ClientRequest>, SocketError> {
         match self.raw.next()? {
             None => Ok(None),
-            Some((h, p)) => ClientRequest::decode(&h, &p).map(Some),
+            Some((h, p)) => ClientRequest::decode_with_limits(&h, &p, &self.limits).map(Some),
         }
     }
 
@@ -1310,6 +1344,7 @@ impl RequestDecoder {
 #[derive(Debug)]
 pub struct ResponseDecoder {
     raw: RawDecoder,
+    limits: Limits,
 }
 
 impl Default for ResponseDecoder {
@@ -1328,7 +1363,14 @@ impl ResponseDecoder {
     pub fn with_max_len(max: usize) -> ResponseDecoder {
         ResponseDecoder {
             raw: RawDecoder::new(max),
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets how deep and how large a decoded plist payload may be.
+    pub fn with_plist_limits(mut self, limits: Limits) -> ResponseDecoder {
+        self.limits = limits;
+        self
     }
 
     /// Appends bytes read from the socket.
@@ -1340,7 +1382,7 @@ impl ResponseDecoder {
     pub fn next_response(&mut self) -> Result<Option<DaemonResponse>, SocketError> {
         match self.raw.next()? {
             None => Ok(None),
-            Some((h, p)) => DaemonResponse::decode(&h, &p).map(Some),
+            Some((h, p)) => DaemonResponse::decode_with_limits(&h, &p, &self.limits).map(Some),
         }
     }
 
@@ -1420,6 +1462,43 @@ mod tests {
             d.next_request(),
             Err(SocketError::LengthTooShort { length: 3 })
         ));
+    }
+
+    #[test]
+    fn plist_limits_are_configurable_and_malformed_plists_typed() {
+        let mut d = Dictionary::new();
+        d.insert("MessageType".into(), Value::String("ListDevices".into()));
+        d.insert(
+            "Nested".into(),
+            Value::Array(vec![Value::Array(vec![Value::Boolean(true)])]),
+        );
+        let mut xml = Vec::new();
+        Value::Dictionary(d).to_writer_xml(&mut xml).unwrap();
+        let bytes = frame(Format::Plist, MessageType::Plist, 1, &xml);
+        let mut decoder = RequestDecoder::new();
+        decoder.push(&bytes);
+        assert_eq!(
+            decoder.next_request().unwrap().unwrap().request,
+            Request::ListDevices
+        );
+        let mut decoder = RequestDecoder::new().with_plist_limits(Limits::new().with_max_depth(2));
+        decoder.push(&bytes);
+        let err = decoder.next_request().unwrap_err();
+        assert!(!err.is_fatal());
+        assert!(matches!(
+            err,
+            SocketError::PlistPayload {
+                source: plist_limits::Error::TooDeep { max: 2, .. },
+                ..
+            }
+        ));
+        let bad = frame(Format::Plist, MessageType::Plist, 1, b"<plist><dict><key>");
+        let mut decoder = ResponseDecoder::new();
+        decoder.push(&bad);
+        match decoder.next_response() {
+            Err(SocketError::PlistPayload { len: 18, source }) => assert!(!source.is_limit()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

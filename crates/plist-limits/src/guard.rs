@@ -3,39 +3,88 @@
 //! Binary plists address objects by reference, so one container can be referenced many times:
 //! forty arrays that each hold two references to the next one are a few hundred bytes on the
 //! wire and 2^40 values once expanded. This walks the object graph once, memoising each
-//! object's expanded size, and reports the total. It never decides validity: anything it does
-//! not understand is left to the plist parser (which returns a typed error).
+//! object's expanded [`Cost`], and reports the root's. It never decides validity: anything it
+//! does not understand is left to the plist parser (which returns a typed error), and the
+//! builder counts again while it builds, so the guard only has to be right about what it reads.
+//!
+//! The guard charges exactly what the builder charges ([`NODE_COST`] per value plus the bytes of
+//! strings and data), except for UTF-16 strings, which it charges 3 bytes per code unit (the
+//! most their UTF-8 form can take): it may over-estimate, never under-estimate.
 
-/// Fixed cost charged per decoded value (rough size of a `plist::Value` plus its map slot).
-const NODE_COST: u64 = 48;
+use crate::NODE_COST;
 
-/// Expanded size of the root object in bytes, or `None` when the input is not a binary plist
-/// this guard can read (the parser will then say what is wrong).
-pub(crate) fn expanded_size(data: &[u8]) -> Option<u64> {
+/// The expanded size of a (sub)tree: how many values, and how many bytes the builder charges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Cost {
+    pub(crate) values: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Cost {
+    fn leaf(payload: u64) -> Cost {
+        Cost {
+            values: 1,
+            bytes: NODE_COST.saturating_add(payload),
+        }
+    }
+
+    fn add(self, other: Cost) -> Cost {
+        Cost {
+            values: self.values.saturating_add(other.values),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+}
+
+/// A trailer that is consistent with the input: the offset table lies inside the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Trailer {
+    offset_size: usize,
+    ref_size: usize,
+    pub(crate) num_objects: usize,
+    root: usize,
+    table: usize,
+}
+
+/// Reads and checks the trailer, or `None` when the input is not a binary plist this guard can
+/// read (the parser will then say what is wrong).
+pub(crate) fn trailer(data: &[u8]) -> Option<Trailer> {
     if data.len() < 8 + 32 || !data.starts_with(b"bplist00") {
         return None;
     }
-    let trailer = data.get(data.len() - 32..)?;
-    let offset_size = usize::from(*trailer.get(6)?);
-    let ref_size = usize::from(*trailer.get(7)?);
+    let bytes = data.get(data.len() - 32..)?;
+    let offset_size = usize::from(*bytes.get(6)?);
+    let ref_size = usize::from(*bytes.get(7)?);
     if !(1..=8).contains(&offset_size) || !(1..=8).contains(&ref_size) {
         return None;
     }
-    let num_objects = usize::try_from(be_uint(trailer.get(8..16)?)?).ok()?;
-    let root = usize::try_from(be_uint(trailer.get(16..24)?)?).ok()?;
-    let table = usize::try_from(be_uint(trailer.get(24..32)?)?).ok()?;
-    let body_end = data.len() - 32;
+    let num_objects = usize::try_from(be_uint(bytes.get(8..16)?)?).ok()?;
+    let root = usize::try_from(be_uint(bytes.get(16..24)?)?).ok()?;
+    let table = usize::try_from(be_uint(bytes.get(24..32)?)?).ok()?;
     let table_end = table.checked_add(num_objects.checked_mul(offset_size)?)?;
-    if table_end > body_end || root >= num_objects {
+    if table_end > data.len() - 32 || root >= num_objects {
         return None;
     }
-    let graph = Graph {
-        data: data.get(..body_end)?,
-        table: data.get(table..table_end)?,
+    Some(Trailer {
         offset_size,
         ref_size,
+        num_objects,
+        root,
+        table,
+    })
+}
+
+/// Expanded cost of the root object, or `None` when the input is not a binary plist this guard
+/// can read (the parser will then say what is wrong).
+pub(crate) fn expanded(data: &[u8]) -> Option<Cost> {
+    let t = trailer(data)?;
+    let graph = Graph {
+        data: data.get(..data.len() - 32)?,
+        table: data.get(t.table..t.table + t.num_objects * t.offset_size)?,
+        offset_size: t.offset_size,
+        ref_size: t.ref_size,
     };
-    graph.walk(root, num_objects)
+    graph.walk(t.root, t.num_objects)
 }
 
 struct Graph<'a> {
@@ -47,7 +96,7 @@ struct Graph<'a> {
 
 /// One object's own cost and where its child references are.
 struct Object {
-    own: u64,
+    own: Cost,
     refs_at: usize,
     children: usize,
 }
@@ -56,18 +105,27 @@ struct Frame {
     index: usize,
     object: Object,
     next: usize,
-    total: u64,
+    total: Cost,
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Unseen,
+    OnStack,
+    Done(Cost),
 }
 
 impl Graph<'_> {
     fn offset_of(&self, index: usize) -> Option<usize> {
         let at = index.checked_mul(self.offset_size)?;
-        usize::try_from(be_uint(self.table.get(at..at + self.offset_size)?)?).ok()
+        let end = at.checked_add(self.offset_size)?;
+        usize::try_from(be_uint(self.table.get(at..end)?)?).ok()
     }
 
     fn child(&self, object: &Object, n: usize) -> Option<usize> {
         let at = object.refs_at.checked_add(n.checked_mul(self.ref_size)?)?;
-        usize::try_from(be_uint(self.data.get(at..at + self.ref_size)?)?).ok()
+        let end = at.checked_add(self.ref_size)?;
+        usize::try_from(be_uint(self.data.get(at..end)?)?).ok()
     }
 
     /// Reads an object marker (and its length, if any) at `index`.
@@ -75,9 +133,9 @@ impl Graph<'_> {
         let at = self.offset_of(index)?;
         let marker = *self.data.get(at)?;
         let info = usize::from(marker & 0x0f);
-        let leaf = |own: u64| {
+        let leaf = |payload: u64| {
             Some(Object {
-                own: NODE_COST + own,
+                own: Cost::leaf(payload),
                 refs_at: 0,
                 children: 0,
             })
@@ -101,7 +159,7 @@ impl Graph<'_> {
                             return None;
                         }
                         Some(Object {
-                            own: NODE_COST,
+                            own: Cost::leaf(0),
                             refs_at: body,
                             children,
                         })
@@ -115,28 +173,27 @@ impl Graph<'_> {
     /// The element count of a sized object and the offset where its body starts.
     fn count(&self, at: usize, info: usize) -> Option<(usize, usize)> {
         if info != 0x0f {
-            return Some((info, at + 1));
+            return Some((info, at.checked_add(1)?));
         }
         // Like the parser: only the low two bits of the length marker count (1, 2, 4, 8 bytes).
-        let int_marker = *self.data.get(at + 1)?;
+        let int_marker = *self.data.get(at.checked_add(1)?)?;
         let width = 1usize << (int_marker & 0x03);
-        let start = at + 2;
-        let count = usize::try_from(be_uint(self.data.get(start..start + width)?)?).ok()?;
+        let start = at.checked_add(2)?;
+        let count =
+            usize::try_from(be_uint(self.data.get(start..start.checked_add(width)?)?)?).ok()?;
         Some((count, start + width))
     }
 
-    /// Depth-first walk with an explicit stack; each object's expanded size is computed once.
-    fn walk(&self, root: usize, num_objects: usize) -> Option<u64> {
-        const UNSEEN: u64 = u64::MAX;
-        const ON_STACK: u64 = u64::MAX - 1;
-        let mut size = vec![UNSEEN; num_objects];
+    /// Depth-first walk with an explicit stack; each object's expanded cost is computed once.
+    fn walk(&self, root: usize, num_objects: usize) -> Option<Cost> {
+        let mut slots = vec![Slot::Unseen; num_objects];
         let mut stack = vec![Frame {
             index: root,
             object: self.object(root)?,
             next: 0,
-            total: 0,
+            total: Cost::default(),
         }];
-        *size.get_mut(root)? = ON_STACK;
+        *slots.get_mut(root)? = Slot::OnStack;
         loop {
             let frame = stack.last_mut()?;
             if frame.next < frame.object.children {
@@ -144,32 +201,32 @@ impl Graph<'_> {
                 frame.next += 1;
                 // A reference the parser will refuse (out of range, unreadable object, cycle)
                 // still costs a node: siblings before it would be expanded first.
-                let known = match child.and_then(|c| size.get(c).copied().map(|s| (c, s))) {
-                    Some((child, UNSEEN)) => match self.object(child) {
+                let known = match child.and_then(|c| slots.get(c).copied().map(|s| (c, s))) {
+                    Some((child, Slot::Unseen)) => match self.object(child) {
                         Some(object) => {
-                            if let Some(slot) = size.get_mut(child) {
-                                *slot = ON_STACK;
+                            if let Some(slot) = slots.get_mut(child) {
+                                *slot = Slot::OnStack;
                             }
                             stack.push(Frame {
                                 index: child,
                                 object,
                                 next: 0,
-                                total: 0,
+                                total: Cost::default(),
                             });
                             continue;
                         }
-                        None => NODE_COST,
+                        None => Cost::leaf(0),
                     },
-                    Some((_, ON_STACK)) | None => NODE_COST,
-                    Some((_, known)) => known,
+                    Some((_, Slot::OnStack)) | None => Cost::leaf(0),
+                    Some((_, Slot::Done(known))) => known,
                 };
-                frame.total = frame.total.saturating_add(known);
+                frame.total = frame.total.add(known);
             } else {
                 let done = stack.pop()?;
-                let total = done.total.saturating_add(done.object.own);
-                *size.get_mut(done.index)? = total;
+                let total = done.total.add(done.object.own);
+                *slots.get_mut(done.index)? = Slot::Done(total);
                 match stack.last_mut() {
-                    Some(parent) => parent.total = parent.total.saturating_add(total),
+                    Some(parent) => parent.total = parent.total.add(total),
                     None => return Some(total),
                 }
             }
@@ -198,6 +255,10 @@ mod tests {
         out
     }
 
+    fn expanded_size(data: &[u8]) -> Option<u64> {
+        expanded(data).map(|cost| cost.bytes)
+    }
+
     #[test]
     fn plain_values_cost_about_their_size() {
         let value = plist::Value::Data(vec![7; 100_000]);
@@ -205,39 +266,26 @@ mod tests {
         assert!((100_000..100_000 + 1000).contains(&cost), "{cost}");
     }
 
-    /// Object i (i < levels) is an array holding two references to object i+1; the last object
-    /// is an empty string. 2^levels leaves from a few hundred bytes.
-    fn reference_bomb(levels: usize) -> Vec<u8> {
-        let mut data = b"bplist00".to_vec();
-        let mut offsets = Vec::new();
-        for i in 0..levels {
-            offsets.push(data.len());
-            data.extend_from_slice(&[0xa2, (i + 1) as u8, (i + 1) as u8]);
-        }
-        offsets.push(data.len());
-        data.push(0x50);
-        let table = data.len();
-        for off in &offsets {
-            data.extend_from_slice(&(*off as u16).to_be_bytes());
-        }
-        data.extend_from_slice(&[0, 0, 0, 0, 0, 0, 2, 1]);
-        data.extend_from_slice(&(offsets.len() as u64).to_be_bytes());
-        data.extend_from_slice(&0u64.to_be_bytes());
-        data.extend_from_slice(&(table as u64).to_be_bytes());
-        data
+    #[test]
+    fn values_are_counted_per_use() {
+        let shared = plist::Value::String("same".into());
+        let value = plist::Value::Array(vec![shared.clone(), shared.clone(), shared]);
+        // The writer stores "same" once; it still expands to three values plus the array.
+        assert_eq!(expanded(&binary(&value)).unwrap().values, 4);
     }
 
     #[test]
     fn shared_subtrees_are_counted_per_use() {
-        let cost = expanded_size(&reference_bomb(30)).unwrap();
-        assert!(cost > 1u64 << 30, "{cost}");
+        let cost = expanded(&crate::fuzzing::reference_bomb(30)).unwrap();
+        assert!(cost.bytes > 1u64 << 30, "{cost:?}");
+        assert!(cost.values > 1u64 << 30, "{cost:?}");
     }
 
     #[test]
     fn a_bad_reference_after_a_bomb_does_not_hide_it() {
         // Found by the fuzzer: the parser expands the first (valid) child before it reaches
         // the out-of-range second one, so the guard must keep counting past bad references.
-        let mut data = reference_bomb(40);
+        let mut data = crate::fuzzing::reference_bomb(40);
         data[8 + 3 + 2] = 0x42; // object 1's second reference: 66, past the 41 objects
         let cost = expanded_size(&data).unwrap();
         assert!(cost > 1u64 << 38, "{cost}");
@@ -261,5 +309,6 @@ mod tests {
         let mut data = b"bplist00".to_vec();
         data.extend_from_slice(&[0xff; 40]);
         assert_eq!(expanded_size(&data), None);
+        assert_eq!(trailer(b"<plist/>"), None);
     }
 }
