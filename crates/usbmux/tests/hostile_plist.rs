@@ -143,3 +143,25 @@ fn nesting_at_the_limit_still_parses() {
         SocketError::NotADictionary { found: "array" }
     ));
 }
+
+/// Adds the attacks above to the socket fuzz targets' seed corpora, so the normal test run
+/// replays them through the fuzz bodies too.
+#[test]
+#[ignore = "writes seed files; run by hand"]
+fn write_hostile_seeds() {
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for target in ["socket_requests", "socket_responses"] {
+        let dir = base.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("hostile_reference_bomb_40"),
+            message(&reference_bomb(40)),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("hostile_nested_1000"),
+            message(&nested_arrays(1000)),
+        )
+        .unwrap();
+    }
+}
