@@ -777,8 +777,12 @@ impl<'a> Download<'a> {
 
     /// The rule broken if the budget has run out at `now`.
     fn broken_rule(&self, now: Instant) -> Option<Overrun> {
-        let (_, overrun) = self.budget_expiry(now).filter(|(at, _)| now >= *at)?;
-        Some(overrun)
+        let p = self.progress();
+        let started = self.started.unwrap_or(now);
+        self.options
+            .budget
+            .check(started, now, p.sent, p.total)
+            .err()
     }
 
     fn out_of_time(&self, overrun: Overrun, now: Instant) -> Cause {

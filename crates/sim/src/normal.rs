@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use lockdown::{DaemonType, DeviceCodec, ErrorKind as LockdownError, Reply, Request};
 use plist::{Dictionary, Value};
-use usb::{Control, ErrorKind, Transfer};
+use usb::{ErrorKind, Transfer};
 use usbmux::{ConnId, Event};
 
 use crate::descriptors::MUX_OUT;
@@ -417,26 +417,6 @@ impl ModeHandler for NormalMode {
             }
         }
         Touches { points, span: None }
-    }
-
-    fn control_in(
-        &mut self,
-        _: &mut Core,
-        _: Control,
-        _: u16,
-        _: Instant,
-    ) -> Result<Vec<u8>, ErrorKind> {
-        Err(ErrorKind::Pipe)
-    }
-
-    fn control_out(
-        &mut self,
-        _: &mut Core,
-        _: Control,
-        _: &[u8],
-        _: Instant,
-    ) -> Result<usize, ErrorKind> {
-        Err(ErrorKind::Pipe)
     }
 
     fn bulk_out(

@@ -330,22 +330,26 @@ pub struct Touches {
 pub trait ModeHandler {
     /// Which fault points `transfer` touches.
     fn touches(&self, core: &Core, transfer: &Transfer<'_>) -> Touches;
-    /// A class or vendor control IN.
+    /// A class or vendor control IN. A mode that defines none stalls it, as a phone does.
     fn control_in(
         &mut self,
-        core: &mut Core,
-        setup: Control,
-        length: u16,
-        now: Instant,
-    ) -> Result<Vec<u8>, ErrorKind>;
-    /// A class or vendor control OUT.
+        _core: &mut Core,
+        _setup: Control,
+        _length: u16,
+        _now: Instant,
+    ) -> Result<Vec<u8>, ErrorKind> {
+        Err(ErrorKind::Pipe)
+    }
+    /// A class or vendor control OUT. A mode that defines none stalls it, as a phone does.
     fn control_out(
         &mut self,
-        core: &mut Core,
-        setup: Control,
-        data: &[u8],
-        now: Instant,
-    ) -> Result<usize, ErrorKind>;
+        _core: &mut Core,
+        _setup: Control,
+        _data: &[u8],
+        _now: Instant,
+    ) -> Result<usize, ErrorKind> {
+        Err(ErrorKind::Pipe)
+    }
     /// Bulk OUT.
     fn bulk_out(
         &mut self,

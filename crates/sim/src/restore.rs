@@ -41,7 +41,7 @@ use lockdown::{
     Reply, Request,
 };
 use plist::{Dictionary, Value};
-use usb::{Control, ErrorKind, Transfer};
+use usb::{ErrorKind, Transfer};
 use usbmux::{ConnId, Event};
 
 use crate::asr::{AsrFailure, AsrSink};
@@ -698,26 +698,6 @@ impl ModeHandler for RestoreMode {
             }
         }
         Touches { points, span }
-    }
-
-    fn control_in(
-        &mut self,
-        _: &mut Core,
-        _: Control,
-        _: u16,
-        _: Instant,
-    ) -> Result<Vec<u8>, ErrorKind> {
-        Err(ErrorKind::Pipe)
-    }
-
-    fn control_out(
-        &mut self,
-        _: &mut Core,
-        _: Control,
-        _: &[u8],
-        _: Instant,
-    ) -> Result<usize, ErrorKind> {
-        Err(ErrorKind::Pipe)
     }
 
     fn bulk_out(
