@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod daemon;
+mod sdnotify;
 
 /// Restore station for iPhone repair benches.
 #[derive(Debug, Parser)]
@@ -23,6 +25,10 @@ enum Command {
     Irecv(cli::irecv::IrecvArgs),
     /// Inspect IPSWs, select build identities, and stage firmware into the verified store.
     Ipsw(cli::ipsw::IpswArgs),
+    /// Run the daemon: watch USB, keep the device registry, serve the local API.
+    Serve(cli::serve::ServeArgs),
+    /// List the phones the daemon sees (or scan once with --direct).
+    Devices(cli::devices::DevicesArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +38,8 @@ fn main() -> ExitCode {
         Command::Version(args) => cli::version::run(&args),
         Command::Irecv(args) => cli::irecv::run(&args),
         Command::Ipsw(args) => cli::ipsw::run(&args),
+        Command::Serve(args) => cli::serve::run(&args),
+        Command::Devices(args) => cli::devices::run(&args),
     };
     match result {
         Ok(code) => code,

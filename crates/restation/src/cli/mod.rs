@@ -1,6 +1,8 @@
 //! One module per subcommand. Each exposes its clap arguments and a `run` function that
 //! returns the process exit code.
 
+pub mod devices;
 pub mod ipsw;
 pub mod irecv;
+pub mod serve;
 pub mod version;

@@ -1,0 +1,240 @@
+//! The local API: JSON over HTTP/1.1 on a unix socket (mode 0660: the owner and the bench
+//! group).
+//!
+//! - `GET /devices`: every registry entry, present or not.
+//! - `GET /devices/{id}`: one entry; `id` is an ECID (`0x1a2b…` or bare hex) or `udid:…`.
+//! - `GET /events`: server-sent events, one `device` event per arrived / mode-changed / left.
+//! - `GET /counters`: ignored, failed, vanished and stale identification counts.
+//!
+//! Requests for anything else, or with an id that is not one, get a 4xx and a log line; the
+//! daemon keeps serving.
+
+use std::convert::Infallible;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::Stream;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use tokio::net::UnixListener;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+
+use super::registry::{Counters, Entry, Key};
+use super::Shared;
+
+/// Why the socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Creating the socket's directory, binding or setting its mode failed.
+    #[error("cannot {what} {path}: {source}")]
+    Socket {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something else than a socket is at the path.
+    #[error("{path} exists and is not a socket; not replacing it")]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+/// The socket's permissions: owner and group read/write.
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// Where the socket goes by default: `$XDG_RUNTIME_DIR/restation.sock` for a user, else the
+/// service's `/run/restation/restation.sock`.
+pub fn default_socket_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => Path::new(&dir).join("restation.sock"),
+        _ => PathBuf::from("/run/restation/restation.sock"),
+    }
+}
+
+/// Binds the socket at `path` (replacing a stale socket, never another kind of file) with
+/// [`SOCKET_MODE`].
+pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
+    let err = |what, source| ApiError::Socket {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| err("remove the stale socket", e))?;
+        }
+        Ok(_) => {
+            return Err(ApiError::NotASocket {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(|e| err("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(|e| err("set the mode of", e))?;
+    Ok(listener)
+}
+
+/// The API's routes over `shared`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/devices", get(devices))
+        .route("/devices/{id}", get(device))
+        .route("/events", get(events))
+        .route("/counters", get(counters))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+/// How long in-flight requests may take to finish after shutdown is asked for; event streams
+/// never finish by themselves and are cut at this deadline.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves the API on `listener` until `shutdown` resolves. Each connection is served on its
+/// own task; one that sends something that is not HTTP/1.1 gets a 400 from hyper, a log line
+/// and a count in `/counters`, and the daemon goes on.
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let app = router(Arc::clone(&shared));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting an API connection failed");
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(app.clone());
+                let shared = Arc::clone(&shared);
+                connections.spawn(async move {
+                    let served = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                    if let Err(e) = served {
+                        shared.api_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "bad or broken API connection");
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            open = connections.len(),
+            "closing API connections still open (event streams)"
+        );
+        connections.abort_all();
+    }
+}
+
+/// A JSON error body.
+#[derive(Debug, Serialize)]
+struct Problem {
+    error: String,
+}
+
+fn problem(shared: &Shared, status: StatusCode, error: String) -> Response {
+    shared.api_refused.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%status, %error, "API request refused");
+    (status, Json(Problem { error })).into_response()
+}
+
+async fn devices(State(shared): State<Arc<Shared>>) -> Json<Vec<Entry>> {
+    Json(shared.registry().entries().cloned().collect())
+}
+
+async fn device(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
+    let Some(key) = Key::parse(&id) else {
+        let shown: String = id.chars().take(64).collect();
+        return problem(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            format!("{shown:?} is not a device id (expected an ECID like 0x1a2b3c or udid:...)"),
+        );
+    };
+    let entry = shared.registry().get(&key).cloned();
+    match entry {
+        Some(entry) => Json(entry).into_response(),
+        None => problem(&shared, StatusCode::NOT_FOUND, format!("no device {key}")),
+    }
+}
+
+/// What `/counters` shows.
+#[derive(Debug, Serialize)]
+struct AllCounters {
+    #[serde(flatten)]
+    registry: Counters,
+    /// API requests refused with a 4xx, and connections that were not HTTP/1.1.
+    api_refused: u64,
+}
+
+async fn counters(State(shared): State<Arc<Shared>>) -> Json<AllCounters> {
+    let registry = shared.registry().counters();
+    Json(AllCounters {
+        registry,
+        api_refused: shared.api_refused.load(Ordering::Relaxed),
+    })
+}
+
+async fn not_found(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
+    let shown: String = uri.path().chars().take(64).collect();
+    problem(
+        &shared,
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint {shown:?}"),
+    )
+}
+
+async fn events(
+    State(shared): State<Arc<Shared>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = shared.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let sse = match rx.recv().await {
+            Ok(event) => SseEvent::default()
+                .event("device")
+                .json_data(&event)
+                .unwrap_or_else(|_| SseEvent::default().comment("unencodable event")),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                SseEvent::default().event("lagged").data(n.to_string())
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(sse), rx))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

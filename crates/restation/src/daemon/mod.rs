@@ -1,0 +1,212 @@
+//! `restation serve`'s insides: the device registry ([`registry`], sans-IO), identification of
+//! one opened phone ([`identify`], blocking), the thin tokio driver that joins them to a
+//! [`usb::UsbBackend`] ([`Daemon`]), the local HTTP API on a unix socket ([`api`]), and the
+//! virtual bench that `--sim N` plugs in ([`bench`]).
+//!
+//! The hotplug sink only enqueues into a channel; devices are opened and identified on
+//! `spawn_blocking` threads, and their results come back to the driver through another
+//! channel, so the registry is only ever touched by the driver task and the API readers.
+
+pub mod api;
+pub mod bench;
+pub mod identify;
+pub mod registry;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use usb::{HotplugEvent, UsbBackend, UsbError};
+
+use identify::{IdentifyError, Identity};
+use registry::{Arrival, Event, Registry, Ticket};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The backend refused to deliver hotplug events.
+    #[error("cannot watch USB hotplug events: {0}")]
+    Watch(#[source] UsbError),
+    /// libusb could not be initialised.
+    #[cfg(feature = "libusb")]
+    #[error("cannot open real USB (libusb): {0}")]
+    Usb(#[source] UsbError),
+    /// This build has no libusb backend.
+    #[cfg(not(feature = "libusb"))]
+    #[error(
+        "this build has no real USB backend: rebuild with `--features libusb`, or use --sim N"
+    )]
+    NoLibusb,
+}
+
+/// The real USB backend (libusb: Apple devices only, hotplug or polling).
+pub fn real_usb() -> Result<Arc<dyn UsbBackend>, DaemonError> {
+    #[cfg(feature = "libusb")]
+    {
+        let backend = usb::libusb::RusbBackend::new().map_err(DaemonError::Usb)?;
+        Ok(Arc::new(backend))
+    }
+    #[cfg(not(feature = "libusb"))]
+    {
+        Err(DaemonError::NoLibusb)
+    }
+}
+
+/// What the driver and the API share: the registry, the event stream, and a version counter
+/// that moves with every change (tests and clients wait on it, with a deadline).
+#[derive(Debug)]
+pub struct Shared {
+    registry: Mutex<Registry>,
+    events: broadcast::Sender<Event>,
+    version: watch::Sender<u64>,
+    /// API requests answered with a 4xx, and connections that were not HTTP.
+    api_refused: AtomicU64,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            registry: Mutex::new(Registry::new()),
+            events: broadcast::channel(1024).0,
+            version: watch::channel(0).0,
+            api_refused: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Shared {
+    /// A new, empty state.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The registry (briefly: never hold it across an await).
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Live events (arrived, mode-changed, left).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Waits until `done` holds for the registry (checked after every change).
+    #[cfg(test)]
+    pub async fn wait_for(&self, mut done: impl FnMut(&Registry) -> bool) {
+        let mut rx = self.version.subscribe();
+        loop {
+            if done(&self.registry()) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn publish(&self, mut registry: MutexGuard<'_, Registry>) {
+        while let Some(event) = registry.poll_event() {
+            tracing::info!(id = %event.id, change = ?event.item.change, "device");
+            // No listener is fine.
+            let _ = self.events.send(event);
+        }
+        drop(registry);
+        // Entries or counters moved: a change for waiters either way.
+        self.version.send_modify(|v| *v += 1);
+    }
+}
+
+struct Identified {
+    ticket: Ticket,
+    result: Result<Identity, IdentifyError>,
+}
+
+/// The registry driver: hotplug events in, identification on blocking threads, results back.
+pub struct Daemon {
+    backend: Arc<dyn UsbBackend>,
+    shared: Arc<Shared>,
+}
+
+impl Daemon {
+    /// A driver for `backend` that records into `shared`.
+    pub fn new(backend: Arc<dyn UsbBackend>, shared: Arc<Shared>) -> Self {
+        Self { backend, shared }
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        let (hotplug_tx, mut hotplug_rx) = mpsc::unbounded_channel::<HotplugEvent>();
+        // The sink runs inside the backend's callback: it only enqueues.
+        let _watch = self
+            .backend
+            .watch(Box::new(move |event| {
+                let _ = hotplug_tx.send(event);
+            }))
+            .map_err(DaemonError::Watch)?;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Identified>();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                Some(event) = hotplug_rx.recv() => self.on_hotplug(event, &done_tx),
+                Some(done) = done_rx.recv() => self.on_identified(done),
+            }
+        }
+    }
+
+    fn on_hotplug(&self, event: HotplugEvent, done_tx: &mpsc::UnboundedSender<Identified>) {
+        match event {
+            HotplugEvent::Arrived { device } => {
+                let id = device.id;
+                let port = device.port_path.clone();
+                let arrival = self.shared.registry().arrived(device);
+                match arrival {
+                    Arrival::Ignore => {
+                        tracing::debug!(device = %id, "not a phone (or already known): ignored");
+                        self.shared.publish(self.shared.registry());
+                    }
+                    Arrival::Identify { ticket, mode } => {
+                        let backend = Arc::clone(&self.backend);
+                        let done_tx = done_tx.clone();
+                        let port = port.map(|p| p.to_string()).unwrap_or_default();
+                        tokio::task::spawn_blocking(move || {
+                            let span = tracing::info_span!("identify", device = %id, port, %mode);
+                            let _enter = span.enter();
+                            let result = backend
+                                .open(id)
+                                .map_err(IdentifyError::Usb)
+                                .and_then(|mut dev| identify::identify(dev.as_mut(), mode));
+                            let _ = done_tx.send(Identified { ticket, result });
+                        });
+                    }
+                }
+            }
+            HotplugEvent::Left { id, .. } => {
+                let mut registry = self.shared.registry();
+                registry.left(id, SystemTime::now());
+                self.shared.publish(registry);
+            }
+        }
+    }
+
+    fn on_identified(&self, done: Identified) {
+        if let Err(e) = &done.result {
+            if e.vanished() {
+                tracing::warn!(error = %e, "phone left while being identified");
+            } else {
+                tracing::warn!(error = %e, "identification failed");
+            }
+        }
+        let mut registry = self.shared.registry();
+        registry.identified(done.ticket, done.result, SystemTime::now());
+        self.shared.publish(registry);
+    }
+}

@@ -1,0 +1,278 @@
+//! The registry driver against the in-process backend (`sim::VirtualHub` on a manual clock):
+//! many phones at once, a phone changing mode on its port, same-model phones, a phone that
+//! vanishes while being identified. Every wait has a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sim::clock::{Clock, ManualClock};
+use sim::hub::VirtualHub;
+use sim::phone::{Mode as SimMode, Options, Phone};
+use sim::profile::DfuStage;
+use tokio::sync::oneshot;
+use usb::{DeviceId, DeviceInfo, HotplugSink, UsbBackend, UsbDevice, UsbError, Watch};
+
+use super::bench;
+use super::registry::{Change, Entry, Key, Registry};
+use super::{Daemon, Shared};
+use irecv::mode::Mode;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Running {
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), super::DaemonError>>,
+}
+
+impl Running {
+    fn start(backend: Arc<dyn UsbBackend>) -> Self {
+        let shared = Shared::new();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let daemon = Daemon::new(backend, Arc::clone(&shared));
+        let task = tokio::spawn(daemon.run(async {
+            let _ = stopped.await;
+        }));
+        Running {
+            shared,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn wait_for(&self, what: &str, done: impl FnMut(&Registry) -> bool) {
+        if tokio::time::timeout(DEADLINE, self.shared.wait_for(done))
+            .await
+            .is_err()
+        {
+            let entries: Vec<Entry> = self.shared.registry().entries().cloned().collect();
+            panic!("timed out waiting for {what}; registry: {entries:#?}");
+        }
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        self.shared.registry().entries().cloned().collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn present(n: usize) -> impl FnMut(&Registry) -> bool {
+    move |r| r.entries().filter(|e| e.present).count() == n
+}
+
+fn expected_mode(index: usize) -> Mode {
+    match bench::start_mode(index) {
+        SimMode::Normal => Mode::Normal,
+        SimMode::Dfu(_) => Mode::Dfu,
+        _ => Mode::Recovery(irecv::mode::RecoveryId::P1281),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_phones_at_once_are_all_classified_and_identified_without_confusion() {
+    let clock: Arc<dyn Clock> = ManualClock::new();
+    let hub = bench::hub(32, 32, clock).unwrap();
+    let running = Running::start(Arc::new(hub.clone()));
+    running.wait_for("32 phones", present(32)).await;
+
+    let entries = running.entries();
+    assert_eq!(entries.len(), 32);
+    let mut ecids: Vec<u64> = Vec::new();
+    for i in 0..32 {
+        let profile = bench::profile(i).unwrap();
+        let port = hub.port_path(i).unwrap();
+        let entry = entries
+            .iter()
+            .find(|e| e.port.as_ref() == Some(port))
+            .unwrap_or_else(|| panic!("nothing on port {port}"));
+        // The phone on port i is the one plugged there, not another of the same model.
+        assert_eq!(entry.key, Key::Ecid(profile.ecid), "port {port}");
+        assert_eq!(entry.mode, expected_mode(i), "port {port}");
+        assert_eq!(
+            entry.identity.product_type.as_deref(),
+            Some(profile.product_type.as_str())
+        );
+        assert_eq!(
+            entry.identity.board_config.as_deref(),
+            Some(profile.board_config.as_str())
+        );
+        if entry.mode != Mode::Dfu {
+            // Recovery shows SRNM, lockdown SerialNumber; DFU shows no serial number.
+            assert_eq!(
+                entry.identity.serial_number.as_deref(),
+                Some(profile.serial_number.as_str())
+            );
+        }
+        if entry.mode == Mode::Normal {
+            assert_eq!(entry.identity.udid.as_deref(), Some(profile.udid.as_str()));
+        }
+        assert!(matches!(
+            entry.history.as_slice(),
+            [h] if matches!(h.change, Change::Arrived { .. })
+        ));
+        ecids.push(profile.ecid);
+    }
+    ecids.sort_unstable();
+    ecids.dedup();
+    assert_eq!(ecids.len(), 32, "the bench gives every phone its own ECID");
+    let c = running.shared.registry().counters();
+    assert_eq!((c.identify_failed, c.vanished, c.identifying), (0, 0, 0));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_leaving_in_recovery_and_returning_in_dfu_keeps_its_entry() {
+    let clock: Arc<dyn Clock> = ManualClock::new();
+    // Ports 0 and 3 hold the same model (presets repeat every 3), port 0 in recovery.
+    let hub = bench::hub(4, 4, Arc::clone(&clock)).unwrap();
+    let running = Running::start(Arc::new(hub.clone()));
+    running.wait_for("4 phones", present(4)).await;
+    let before = running.entries();
+    let ecid = bench::profile(0).unwrap().ecid;
+    let key = Key::Ecid(ecid);
+    let port = hub.port_path(0).unwrap().clone();
+    assert_eq!(
+        running.shared.registry().get(&key).map(|e| e.mode),
+        Some(Mode::Recovery(irecv::mode::RecoveryId::P1281))
+    );
+
+    let mut events = running.shared.subscribe();
+    let phone = hub.unplug(0).unwrap().unwrap();
+    running
+        .wait_for("the phone to leave", |r| {
+            r.get(&key).is_some_and(|e| !e.present)
+        })
+        .await;
+    let options = Options {
+        start: SimMode::Dfu(DfuStage::SecureRom),
+        ..Options::default()
+    };
+    hub.plug(0, Phone::new(phone.profile().clone(), options, clock.now()))
+        .unwrap();
+    running
+        .wait_for("it to come back in DFU", |r| {
+            r.get(&key)
+                .is_some_and(|e| e.present && e.mode == Mode::Dfu)
+        })
+        .await;
+
+    let after = running.entries();
+    assert_eq!(after.len(), before.len(), "no new entry");
+    let entry = running.shared.registry().get(&key).cloned().unwrap();
+    assert_eq!(entry.port.as_ref(), Some(&port));
+    let changes: Vec<Change> = entry.history.iter().map(|h| h.change.clone()).collect();
+    assert_eq!(
+        changes,
+        vec![
+            Change::Arrived {
+                mode: Mode::Recovery(irecv::mode::RecoveryId::P1281)
+            },
+            Change::Left,
+            Change::ModeChanged {
+                from: Mode::Recovery(irecv::mode::RecoveryId::P1281),
+                to: Mode::Dfu
+            },
+        ]
+    );
+    // Listeners saw it go and come back, in order.
+    let seen: Vec<(String, Change)> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|e| (e.id, e.item.change))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (key.to_string(), Change::Left),
+            (
+                key.to_string(),
+                Change::ModeChanged {
+                    from: Mode::Recovery(irecv::mode::RecoveryId::P1281),
+                    to: Mode::Dfu
+                }
+            ),
+        ]
+    );
+    // What recovery said (the serial number) is kept while DFU does not say it.
+    assert_eq!(
+        entry.identity.serial_number.as_deref(),
+        Some(phone.profile().serial_number.as_str())
+    );
+    // The other phone of the same model is untouched.
+    let twin = running
+        .shared
+        .registry()
+        .get(&Key::Ecid(bench::profile(3).unwrap().ecid))
+        .cloned()
+        .unwrap();
+    assert_eq!(twin.identity.product_type, entry.identity.product_type);
+    assert_ne!(twin.key, entry.key);
+    assert_eq!(twin.port.as_ref(), hub.port_path(3));
+    assert_eq!(twin.history.len(), 1);
+    running.stop().await;
+}
+
+/// A backend whose phone on one port is pulled out just as the daemon opens it.
+struct Vanishing {
+    hub: VirtualHub,
+    port: usize,
+}
+
+impl UsbBackend for Vanishing {
+    fn devices(&self) -> Result<Vec<DeviceInfo>, UsbError> {
+        self.hub.devices()
+    }
+
+    fn open(&self, id: DeviceId) -> Result<Box<dyn UsbDevice>, UsbError> {
+        let port = self.hub.port_path(self.port).cloned();
+        let on_port = self
+            .hub
+            .devices()?
+            .iter()
+            .any(|d| d.id == id && d.port_path == port);
+        let mut dev = self.hub.open(id)?;
+        if on_port {
+            // Opened, then the cable is pulled before the first request.
+            let _ = self.hub.unplug(self.port);
+            dev.string_descriptor(1, Duration::from_secs(1))?;
+        }
+        Ok(dev)
+    }
+
+    fn watch(&self, sink: HotplugSink) -> Result<Watch, UsbError> {
+        self.hub.watch(sink)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_vanishing_while_identified_is_counted_and_the_daemon_goes_on() {
+    let clock: Arc<dyn Clock> = ManualClock::new();
+    let hub = bench::hub(3, 2, Arc::clone(&clock)).unwrap();
+    let running = Running::start(Arc::new(Vanishing {
+        hub: hub.clone(),
+        port: 1,
+    }));
+    running
+        .wait_for("one identified, one vanished", |r| {
+            r.entries().count() == 1 && r.counters().vanished + r.counters().stale >= 1
+        })
+        .await;
+    assert_eq!(
+        running.entries()[0].key,
+        Key::Ecid(bench::profile(0).unwrap().ecid)
+    );
+    // The daemon still identifies phones that arrive later.
+    hub.plug(2, bench::phone(2, bench::start_mode(2), &clock).unwrap())
+        .unwrap();
+    running.wait_for("the late phone", present(2)).await;
+    assert!(running
+        .shared
+        .registry()
+        .get(&Key::Ecid(bench::profile(2).unwrap().ecid))
+        .is_some());
+    running.stop().await;
+}
