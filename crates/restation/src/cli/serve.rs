@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// /run/restation/restation.sock].
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Also serve a usbmuxd-compatible socket here (libimobiledevice's tools work through it
+    /// with `USBMUXD_SOCKET_ADDRESS=UNIX:PATH`).
+    #[arg(long, value_name = "PATH")]
+    usbmuxd_socket: Option<PathBuf>,
+    /// Pair records and SystemConfiguration.plist for the usbmuxd socket.
+    #[arg(long, value_name = "DIR", default_value = daemon::muxd::DEFAULT_PAIR_RECORDS)]
+    pair_records: PathBuf,
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -54,13 +61,30 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => daemon::real_usb()?,
     };
-    runtime.block_on(serve(backend, socket))?;
+    runtime.block_on(serve(backend, socket, args))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(backend: Arc<dyn UsbBackend>, socket: PathBuf) -> anyhow::Result<()> {
+async fn serve(
+    backend: Arc<dyn UsbBackend>,
+    socket: PathBuf,
+    args: &ServeArgs,
+) -> anyhow::Result<()> {
     let shared = Shared::new();
     let listener = api::bind(&socket)?;
+    let usbmuxd = match &args.usbmuxd_socket {
+        Some(path) => {
+            let listener = daemon::muxd::bind(path)?;
+            tracing::info!(socket = %path.display(), pair_records = %args.pair_records.display(), "serving usbmuxd");
+            let muxd = daemon::muxd::Muxd::new(
+                Arc::clone(&shared),
+                Arc::clone(&backend),
+                args.pair_records.clone(),
+            );
+            Some((path.clone(), listener, muxd))
+        }
+        None => None,
+    };
     tracing::info!(socket = %socket.display(), "serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -73,6 +97,12 @@ async fn serve(backend: Arc<dyn UsbBackend>, socket: PathBuf) -> anyhow::Result<
     let daemon = Daemon::new(backend, Arc::clone(&shared));
     let driver = tokio::spawn(daemon.run(stopped()));
     let server = tokio::spawn(api::serve(listener, Arc::clone(&shared), stopped()));
+    let usbmuxd = usbmuxd.map(|(path, listener, muxd)| {
+        (
+            path,
+            tokio::spawn(daemon::muxd::serve(listener, muxd, stopped())),
+        )
+    });
     // Under systemd (Type=notify) the unit becomes active now that the API answers.
     match sdnotify::notify("READY=1") {
         Ok(sent) => tracing::debug!(sent, "readiness notification"),
@@ -87,6 +117,12 @@ async fn serve(backend: Arc<dyn UsbBackend>, socket: PathBuf) -> anyhow::Result<
     let _ = stop_tx.send(true);
     let driven = driver.await.context("the registry driver panicked")?;
     server.await.context("the API server panicked")?;
+    if let Some((path, task)) = usbmuxd {
+        task.await.context("the usbmuxd socket panicked")?;
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(socket = %path.display(), error = %e, "could not remove the socket");
+        }
+    }
     if let Err(e) = std::fs::remove_file(&socket) {
         tracing::warn!(socket = %socket.display(), error = %e, "could not remove the socket");
     }

@@ -1,7 +1,8 @@
 //! `restation serve`'s insides: the device registry ([`registry`], sans-IO), identification of
 //! one opened phone ([`identify`], blocking), the thin tokio driver that joins them to a
-//! [`usb::UsbBackend`] ([`Daemon`]), the local HTTP API on a unix socket ([`api`]), and the
-//! virtual bench that `--sim N` plugs in ([`bench`]).
+//! [`usb::UsbBackend`] ([`Daemon`]), the local HTTP API on a unix socket ([`api`]), the
+//! usbmuxd-compatible socket ([`muxd`], bridging `Connect` to the phone through [`muxlink`]),
+//! and the virtual bench that `--sim N` plugs in ([`bench`]).
 //!
 //! The hotplug sink only enqueues into a channel; devices are opened and identified on
 //! `spawn_blocking` threads, and their results come back to the driver through another
@@ -10,6 +11,8 @@
 pub mod api;
 pub mod bench;
 pub mod identify;
+pub mod muxd;
+pub mod muxlink;
 pub mod registry;
 #[cfg(test)]
 mod tests;
