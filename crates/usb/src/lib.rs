@@ -64,6 +64,7 @@ mod device;
 mod error;
 #[cfg(feature = "libusb")]
 pub mod libusb;
+mod mux;
 mod port;
 pub mod string;
 pub mod trace;
@@ -82,6 +83,7 @@ pub use descriptor::{
 };
 pub use device::{Speed, UsbDevice};
 pub use error::{ErrorKind, Operation, RawCode, UsbError};
+pub use mux::{mux_configuration, MuxConfiguration, MUX_INTERFACE_CLASS};
 pub use port::{PortPath, PortPathError, PortPathProblem};
 pub use string::LanguageId;
 pub use transfer::{Completion, Transfer};

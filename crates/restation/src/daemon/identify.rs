@@ -224,7 +224,6 @@ impl LockdownError {
     }
 }
 
-const MUX_INTERFACE: (u8, u8, u8) = (0xFF, 0xFE, 0x02);
 const READ_SIZE: usize = 16 * 1024;
 const POLL: Duration = Duration::from_millis(50);
 /// Bulk reads any one wait may take (× [`POLL`] when the phone is silent).
@@ -243,28 +242,11 @@ struct MuxPump<'a> {
 
 impl<'a> MuxPump<'a> {
     fn open(dev: &'a mut dyn UsbDevice) -> Result<Self, LockdownError> {
-        let found = dev
-            .configurations()
-            .iter()
-            .filter_map(|c| {
-                c.interfaces
-                    .iter()
-                    .flat_map(|i| i.alt_settings.iter())
-                    .find(|a| (a.class, a.subclass, a.protocol) == MUX_INTERFACE)
-                    .map(|a| {
-                        let ep = |input: bool| {
-                            a.endpoints
-                                .iter()
-                                .map(|e| e.address)
-                                .find(|addr| (addr & 0x80 != 0) == input)
-                        };
-                        (c.value, a.interface_number, ep(false), ep(true))
-                    })
-            })
-            .max();
-        let Some((config, interface, Some(ep_out), Some(ep_in))) = found else {
+        let Some(mux) = usb::mux_configuration(dev.configurations()) else {
             return Err(LockdownError::NoMuxInterface);
         };
+        let (config, interface) = (mux.configuration, mux.interface);
+        let (ep_out, ep_in) = (mux.endpoint_out, mux.endpoint_in);
         if dev.active_configuration()? != config {
             dev.set_configuration(config)?;
         }

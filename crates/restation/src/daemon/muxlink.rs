@@ -13,7 +13,6 @@ use tokio::sync::{mpsc, oneshot};
 use usb::{DeviceId, ErrorKind, UsbBackend, UsbDevice, UsbError};
 use usbmux::{ConnId, Event, Link};
 
-const MUX_INTERFACE: (u8, u8, u8) = (0xFF, 0xFE, 0x02);
 const READ_SIZE: usize = 64 * 1024;
 /// How long one bulk IN read waits when the phone is silent.
 const POLL: Duration = Duration::from_millis(10);
@@ -172,28 +171,12 @@ struct Pump {
 
 impl Pump {
     fn open(mut dev: Box<dyn UsbDevice>, resume: bool) -> Result<Self, MuxLinkError> {
-        let found = dev
-            .configurations()
-            .iter()
-            .filter_map(|c| {
-                c.interfaces
-                    .iter()
-                    .flat_map(|i| i.alt_settings.iter())
-                    .find(|a| (a.class, a.subclass, a.protocol) == MUX_INTERFACE)
-                    .map(|a| {
-                        let ep = |input: bool| {
-                            a.endpoints
-                                .iter()
-                                .find(|e| (e.address & 0x80 != 0) == input)
-                                .map(|e| (e.address, e.max_packet_size))
-                        };
-                        (c.value, a.interface_number, ep(false), ep(true))
-                    })
-            })
-            .max();
-        let Some((config, interface, Some((ep_out, max_packet)), Some((ep_in, _)))) = found else {
+        let Some(mux) = usb::mux_configuration(dev.configurations()) else {
             return Err(MuxLinkError::NoMuxInterface);
         };
+        let (config, interface) = (mux.configuration, mux.interface);
+        let (ep_out, ep_in, max_packet) =
+            (mux.endpoint_out, mux.endpoint_in, mux.out_max_packet_size);
         if dev.active_configuration()? != config {
             dev.set_configuration(config)?;
         }
@@ -206,7 +189,7 @@ impl Pump {
             interface,
             ep_out,
             ep_in,
-            max_packet: (max_packet & 0x07FF).max(1),
+            max_packet: max_packet.max(1),
         };
         if resume {
             // The phone's mux is already up (identification ran the handshake on this

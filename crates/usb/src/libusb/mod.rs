@@ -39,20 +39,19 @@
 mod convert;
 mod device;
 mod hotplug;
-mod mux;
 mod open;
 mod reader;
 mod watch;
 
 use rusb::UsbContext;
 
+pub use crate::mux::{mux_configuration, MuxConfiguration, MUX_INTERFACE_CLASS};
 pub use convert::{
     bcd_from, device_descriptor_from, libusb_code, libusb_timeout, port_path_from, speed_from,
     usb_error,
 };
 pub use device::RusbDevice;
 pub use hotplug::{Poller, Presence};
-pub use mux::{mux_configuration, MuxConfiguration, MUX_INTERFACE_CLASS};
 pub use open::{read_descriptors, BusyRetry, OpenPolicy};
 pub use reader::{
     BulkCompletion, BulkReader, BulkSource, CHANNEL_CAPACITY, READ_SIZE, READ_TIMEOUT,

@@ -158,7 +158,7 @@ mod tests {
     use super::*;
     use crate::descriptor::DescriptorError;
     use crate::error::ErrorKind;
-    use crate::libusb::mux::tests::normal_mode_configurations;
+    use crate::mux::tests::normal_mode_configurations;
 
     fn policy() -> OpenPolicy {
         OpenPolicy {

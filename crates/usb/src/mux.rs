@@ -20,6 +20,9 @@ pub struct MuxConfiguration {
     pub endpoint_in: u8,
     /// Bulk OUT endpoint address (0x04 on normal-mode phones).
     pub endpoint_out: u8,
+    /// `wMaxPacketSize` of the bulk OUT endpoint (512 at high speed): the zero-length-packet
+    /// rule needs it.
+    pub out_max_packet_size: u16,
 }
 
 /// The configuration with the usbmux interface (class 0xFF, subclass 0xFE, protocol 2, one
@@ -29,7 +32,7 @@ pub struct MuxConfiguration {
 /// without the mux).
 ///
 /// ```
-/// use usb::{ConfigurationDescriptor, libusb::mux_configuration};
+/// use usb::{mux_configuration, ConfigurationDescriptor};
 ///
 /// let bytes = [
 ///     9, 2, 32, 0, 1, 3, 0, 0xC0, 250, // configuration 3
@@ -53,19 +56,18 @@ pub fn mux_configuration(configs: &[ConfigurationDescriptor]) -> Option<MuxConfi
             .filter(|alt| (alt.class, alt.subclass, alt.protocol) == MUX_INTERFACE_CLASS)
             .find_map(|alt| {
                 let bulk = |direction| {
-                    alt.endpoints
-                        .iter()
-                        .find(|e| {
-                            e.transfer_type() == TransferType::Bulk && e.direction() == direction
-                        })
-                        .map(|e| e.address)
+                    alt.endpoints.iter().find(|e| {
+                        e.transfer_type() == TransferType::Bulk && e.direction() == direction
+                    })
                 };
+                let out = bulk(Direction::Out)?;
                 Some(MuxConfiguration {
                     configuration: config.value,
                     interface: alt.interface_number,
                     alternate_setting: alt.alternate_setting,
-                    endpoint_in: bulk(Direction::In)?,
-                    endpoint_out: bulk(Direction::Out)?,
+                    endpoint_in: bulk(Direction::In)?.address,
+                    endpoint_out: out.address,
+                    out_max_packet_size: out.max_packet_size & 0x07FF,
                 })
             })
     })
@@ -160,6 +162,7 @@ pub(crate) mod tests {
                 alternate_setting: 0,
                 endpoint_in: 0x85,
                 endpoint_out: 0x04,
+                out_max_packet_size: 512,
             })
         );
         // Listed out of order, still the highest first.
