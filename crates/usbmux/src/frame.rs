@@ -61,6 +61,12 @@ impl FrameReader {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Whether the next packet's first word is protocol 0 (VERSION), which is always sent
+    /// with a v1 header.
+    pub fn starts_with_version(&self) -> bool {
+        self.buf.get(..4) == Some(&[0, 0, 0, 0][..])
+    }
+
     /// Bytes held that do not yet form a whole packet.
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -113,6 +113,8 @@ pub struct Stats {
     /// (device) SYNs to a listening port refused with RST: `max_connections` reached, or
     /// the output or event queue backed up (1024 packets, 4096 events).
     pub connections_refused: u64,
+    /// (device) Times a host's new VERSION restarted the mux (every connection dropped).
+    pub restarts: u64,
 }
 
 /// Something that happened on the link; drain with `poll_event`.
@@ -650,7 +652,17 @@ impl Core {
         }
         self.reader.push(bytes);
         loop {
-            match self.reader.next_packet(self.hv) {
+            // A host that (re)starts sends VERSION in v1 framing whatever the link was doing;
+            // a phone restarts its mux on it, so the device side reads it as such.
+            let hv = match self.role {
+                Role::Device { .. }
+                    if self.hv == HeaderVersion::V2 && self.reader.starts_with_version() =>
+                {
+                    HeaderVersion::V1
+                }
+                _ => self.hv,
+            };
+            match self.reader.next_packet(hv) {
                 Ok(None) => return Ok(()),
                 Ok(Some(p)) => self.handle_packet(p)?,
                 Err(HeaderError::UnknownProtocol { protocol, length }) => {
@@ -692,6 +704,33 @@ impl Core {
         }
         self.push_event(Event::Failed(e.clone()));
         e
+    }
+
+    /// (device) A new VERSION from the host: every connection of the old mux is gone (the
+    /// host that sent it knows none of them) and the handshake starts again.
+    fn restart(&mut self) {
+        self.stats.restarts += 1;
+        self.out.clear();
+        self.resets.clear();
+        self.reset_pairs.clear();
+        self.ports.clear();
+        self.local_ports.clear();
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(c) = self.conns.remove(&id) {
+                if c.state != ConnState::Closed {
+                    self.push_event(Event::Closed {
+                        conn: id,
+                        reason: CloseReason::LinkLost,
+                    });
+                }
+            }
+        }
+        self.cursor = None;
+        self.hv = HeaderVersion::V1;
+        self.tx_seq = 0;
+        self.rx_seq = 0;
+        self.phase = Phase::Hello;
     }
 
     fn push_event(&mut self, e: Event) {
@@ -784,6 +823,11 @@ impl Core {
     }
 
     fn on_version(&mut self, v: Version) -> Result<(), LinkError> {
+        if matches!(self.role, Role::Device { .. })
+            && matches!(self.phase, Phase::AwaitSetup | Phase::Active)
+        {
+            self.restart();
+        }
         if self.phase != Phase::Hello {
             let phase = self.phase.name();
             self.discard(Discard::Unexpected {

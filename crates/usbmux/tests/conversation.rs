@@ -731,3 +731,28 @@ fn reading_half_a_window_acks_at_once_and_device_honours_host_window() {
     assert_eq!(65536 + rest.len(), data.len());
     assert_eq!(&rest[..], &data[65536..]);
 }
+
+#[test]
+fn a_new_host_version_restarts_the_phone_mux() {
+    // A host (usbmuxd restarting, or a second daemon) says VERSION to a phone whose mux is
+    // already running with a connection open: the phone drops that connection, answers the
+    // handshake again and accepts new connections.
+    let mut b = Bench::ready();
+    let (_old_host, old_phone) = b.connect();
+    b.host = Link::new(b.now);
+    b.host_events.clear();
+    b.phone_events.clear();
+    b.pump();
+    assert!(b.host_events.contains(&Event::Ready {
+        version: HeaderVersion::V2
+    }));
+    assert!(b.phone_events.contains(&Event::Closed {
+        conn: old_phone,
+        reason: CloseReason::LinkLost,
+    }));
+    assert_eq!(b.phone.stats().restarts, 1);
+    let (h, d) = b.connect();
+    b.host.send(h, b"again").unwrap();
+    b.pump();
+    assert_eq!(read_all_phone(&mut b.phone, d), b"again");
+}

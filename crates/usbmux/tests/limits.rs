@@ -109,6 +109,7 @@ fn stats_count_what_was_dropped() {
             controls_dropped: 10 - 4,
             resets_coalesced: 8,
             connections_refused: 0,
+            restarts: 0,
         }
     );
     // The events that were kept come out in the order they happened.
