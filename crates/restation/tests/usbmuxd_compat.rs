@@ -174,15 +174,24 @@ fn idevice_id_and_ideviceinfo_work_through_restation() {
     );
     assert_eq!(value("UniqueChipID:"), Some(ecid.to_string()));
 
-    // Twice more: each Connect opens a new bridge over the same phone.
-    for _ in 0..2 {
-        let out = run_tool(
-            &ideviceinfo,
-            &["-s", "-u", &udid, "-k", "ProductType"],
-            &daemon.muxd,
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), product_type);
-    }
+    // Four at once: each Connect is a new connection over the phone's one mux session.
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    run_tool(
+                        &ideviceinfo,
+                        &["-s", "-u", &udid, "-k", "ProductType"],
+                        &daemon.muxd,
+                    )
+                })
+            })
+            .collect();
+        for run in runs {
+            let out = run.join().unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), product_type);
+        }
+    });
 }
 
 /// A usbmuxd client built on usbmux's socket codec.
@@ -390,6 +399,68 @@ fn usbmux_codec_client_lists_listens_pairs_and_connects() {
         ),
         Response::Result(ResultCode::Ok)
     );
+    assert_eq!(
+        unique_chip_id(&mut pipe),
+        Some(ecid),
+        "UniqueChipID through the pipe"
+    );
+
+    // A second connection while the first is open: both ride the phone's one mux session.
+    let mut second = Client::connect(&daemon.muxd);
+    assert_eq!(
+        second.ask(
+            Format::Plist,
+            Request::Connect {
+                device_id,
+                port: 62078
+            }
+        ),
+        Response::Result(ResultCode::Ok)
+    );
+    assert_eq!(unique_chip_id(&mut second), Some(ecid), "second connection");
+    assert_eq!(
+        unique_chip_id(&mut pipe),
+        Some(ecid),
+        "first connection, again"
+    );
+    drop((pipe, second));
+
+    // ListListeners names a listening client; saving a pair record tells it `Paired`.
+    let mut listener = Client::connect(&daemon.muxd);
+    assert_eq!(
+        listener.ask(Format::Plist, Request::Listen),
+        Response::Result(ResultCode::Ok)
+    );
+    assert!(matches!(listener.next().response, Response::Attached(_)));
+    let mut asker = Client::connect(&daemon.muxd);
+    let Response::ListenerList(listeners) = asker.ask(Format::Plist, Request::ListListeners) else {
+        panic!("ListListeners did not answer a ListenerList");
+    };
+    assert_eq!(listeners.len(), 1, "{listeners:?}");
+    assert_eq!(listeners[0].prog_name.as_deref(), Some("usbmuxd_compat"));
+    assert_eq!(
+        asker.ask(
+            Format::Plist,
+            Request::SavePairRecord {
+                pair_record_id: udid.clone(),
+                data: b"<?xml version=\"1.0\"?><plist version=\"1.0\"><dict/></plist>".to_vec(),
+                device_id: Some(device_id),
+            }
+        ),
+        Response::Result(ResultCode::Ok)
+    );
+    assert_eq!(listener.next().response, Response::Paired { device_id });
+    drop(listener);
+    poll_until("the gone listener to leave ListListeners", || {
+        match asker.ask(Format::Plist, Request::ListListeners) {
+            Response::ListenerList(l) if l.is_empty() => Some(()),
+            _ => None,
+        }
+    });
+}
+
+/// `GetValue UniqueChipID` over a client whose socket is a pipe to lockdownd.
+fn unique_chip_id(pipe: &mut Client) -> Option<u64> {
     let mut codec = lockdown::HostCodec::new().with_label("usbmuxd_compat");
     let mut wire = Vec::new();
     codec
@@ -402,7 +473,7 @@ fn usbmux_codec_client_lists_listens_pairs_and_connects() {
         )
         .unwrap();
     pipe.stream.write_all(&wire).unwrap();
-    let early = pipe.decoder.into_remaining();
+    let early = pipe.decoder.take_remaining();
     codec.receive(&early);
     let mut buf = [0u8; 4096];
     let reply = loop {
@@ -417,11 +488,7 @@ fn usbmux_codec_client_lists_listens_pairs_and_connects() {
     else {
         panic!("not a GetValue reply");
     };
-    assert_eq!(
-        value.and_then(|v| v.as_unsigned_integer()),
-        Some(ecid),
-        "UniqueChipID through the pipe"
-    );
+    value.and_then(|v| v.as_unsigned_integer())
 }
 
 #[test]

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use usb::{
@@ -61,6 +61,9 @@ struct Slot {
 struct Port {
     path: PortPath,
     slot: Mutex<Slot>,
+    /// Notified whenever the phone on this port may have something new to say (after any
+    /// transfer, timer or plug): a real-time bulk IN read waits on it instead of sleeping.
+    changed: Condvar,
 }
 
 struct Bus {
@@ -135,7 +138,10 @@ impl Inner {
         if let Some(port) = self.ports.get(index) {
             let mut slot = lock(&port.slot);
             if let Some(phone) = slot.phone.as_mut() {
-                phone.handle_timeout(now);
+                if phone.poll_timeout().is_some_and(|t| t <= now) {
+                    phone.handle_timeout(now);
+                    port.changed.notify_all();
+                }
             }
             self.drain(index, &mut slot);
         }
@@ -205,6 +211,7 @@ impl VirtualHub {
                     full_speed_cable: false,
                     current: None,
                 }),
+                changed: Condvar::new(),
             })
             .collect();
         Self {
@@ -268,6 +275,7 @@ impl VirtualHub {
             phone.unplug();
         }
         self.inner.drain(index, &mut slot);
+        port.changed.notify_all();
         Ok(slot.phone.take())
     }
 
@@ -291,6 +299,7 @@ impl VirtualHub {
         let mut slot = lock(&port.slot);
         let r = slot.phone.as_mut().map(f);
         self.inner.drain(index, &mut slot);
+        port.changed.notify_all();
         r
     }
 
@@ -459,41 +468,67 @@ struct SimDevice {
 
 impl SimDevice {
     /// Runs `f` on this enumeration's phone, publishes bus events, charges the time.
+    ///
+    /// With a real clock, a bulk IN read that finds nothing waits (up to `timeout`) for the
+    /// phone to have something, as a libusb read does, instead of sleeping the whole timeout.
     fn with<T>(
         &self,
         op: Operation,
         timeout: Duration,
-        f: impl FnOnce(&mut Phone, Instant) -> Answer<T>,
+        mut f: impl FnMut(&mut Phone, Instant) -> Answer<T>,
     ) -> Result<T, UsbError> {
         let port = self
             .inner
             .ports
             .get(self.index)
             .ok_or_else(|| UsbError::new(ErrorKind::NoDevice, op.clone()))?;
+        let wait_for_data =
+            matches!(op, Operation::BulkIn { .. }) && !self.inner.clock.is_virtual();
+        let deadline = Instant::now() + timeout;
+        let mut waited = false;
         let answer = {
             let mut slot = lock(&port.slot);
-            let now = self.inner.clock.now();
-            let answer = match slot.phone.as_mut() {
-                Some(phone) => {
-                    phone.handle_timeout(now);
-                    if phone.is_on_bus() && phone.generation() == self.generation {
-                        f(phone, now)
-                    } else {
-                        Answer {
-                            result: Err(ErrorKind::NoDevice),
-                            took: Duration::ZERO,
+            loop {
+                let now = self.inner.clock.now();
+                let answer = match slot.phone.as_mut() {
+                    Some(phone) => {
+                        phone.handle_timeout(now);
+                        if phone.is_on_bus() && phone.generation() == self.generation {
+                            f(phone, now)
+                        } else {
+                            Answer {
+                                result: Err(ErrorKind::NoDevice),
+                                took: Duration::ZERO,
+                            }
                         }
                     }
+                    None => Answer {
+                        result: Err(ErrorKind::NoDevice),
+                        took: Duration::ZERO,
+                    },
+                };
+                self.inner.drain(self.index, &mut slot);
+                let timed_out = matches!(answer.result, Err(ErrorKind::Timeout));
+                if !(timed_out && matches!(op, Operation::BulkIn { .. })) {
+                    port.changed.notify_all();
                 }
-                None => Answer {
-                    result: Err(ErrorKind::NoDevice),
-                    took: Duration::ZERO,
-                },
-            };
-            self.inner.drain(self.index, &mut slot);
-            answer
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !(wait_for_data && timed_out) || left.is_zero() {
+                    break answer;
+                }
+                waited = true;
+                // Woken by a transfer or timer on this port, or at the deadline. The timer
+                // ticker runs every few milliseconds, so a wait never outlives the phone's
+                // own timers by more than that.
+                slot = port
+                    .changed
+                    .wait_timeout(slot, left)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
         };
         let took = match answer.result {
+            Err(ErrorKind::Timeout) if waited => answer.took,
             Err(ErrorKind::Timeout) => answer.took + timeout,
             _ => answer.took,
         };
@@ -505,6 +540,18 @@ impl SimDevice {
         self.with(transfer.operation(), timeout, |phone, now| {
             phone.transfer(transfer, now)
         })
+    }
+
+    fn handle(&self) -> SimDevice {
+        SimDevice {
+            inner: Arc::clone(&self.inner),
+            index: self.index,
+            generation: self.generation,
+            descriptor: self.descriptor.clone(),
+            configs: self.configs.clone(),
+            speed: self.speed,
+            path: self.path.clone(),
+        }
     }
 
     fn still_here(&self) -> bool {
@@ -639,6 +686,18 @@ impl UsbDevice for SimDevice {
         }
     }
 
+    fn bulk_in_pipe(&mut self, endpoint: u8) -> Option<Box<dyn usb::BulkInPipe>> {
+        // In virtual time a waiting reader thread would race the clock ahead: the caller
+        // reads between its writes instead.
+        if self.inner.clock.is_virtual() {
+            return None;
+        }
+        Some(Box::new(SimPipe {
+            device: self.handle(),
+            endpoint,
+        }))
+    }
+
     fn bulk_in(
         &mut self,
         endpoint: u8,
@@ -674,5 +733,21 @@ impl UsbDevice for SimDevice {
             // libusb's answer when a reset made the device re-enumerate as something else.
             Err(UsbError::new(ErrorKind::NotFound, Operation::Reset))
         }
+    }
+}
+
+/// A bulk IN endpoint of a virtual phone read from another thread (real clock only).
+struct SimPipe {
+    device: SimDevice,
+    endpoint: u8,
+}
+
+impl usb::BulkInPipe for SimPipe {
+    fn endpoint(&self) -> u8 {
+        self.endpoint
+    }
+
+    fn read(&mut self, length: usize, timeout: Duration) -> Result<Vec<u8>, UsbError> {
+        self.device.bulk_in(self.endpoint, length, timeout)
     }
 }

@@ -62,6 +62,17 @@ impl std::fmt::Display for Speed {
     }
 }
 
+/// One bulk IN endpoint of an opened device, read from a thread of its own (see
+/// [`UsbDevice::bulk_in_pipe`]).
+pub trait BulkInPipe: Send {
+    /// The endpoint read.
+    fn endpoint(&self) -> u8;
+
+    /// One blocking read of up to `length` bytes; [`ErrorKind::Timeout`] when nothing came
+    /// within `timeout` (bytes that came before the timeout are returned, not lost).
+    fn read(&mut self, length: usize, timeout: Duration) -> Result<Vec<u8>, UsbError>;
+}
+
 /// An opened USB device.
 ///
 /// Calls are **blocking** and take a timeout, like libusb's synchronous API: a driver runs one
@@ -133,6 +144,15 @@ pub trait UsbDevice: Send {
     /// Bulk write to `endpoint`; empty `data` sends a zero-length packet. Returns bytes taken.
     fn bulk_out(&mut self, endpoint: u8, data: &[u8], timeout: Duration)
         -> Result<usize, UsbError>;
+
+    /// A second handle on bulk IN `endpoint`, for a thread that keeps reads in flight while
+    /// this handle goes on writing (libusb handles are thread safe). `None` when the backend
+    /// cannot read from another thread; the caller then reads with [`UsbDevice::bulk_in`]
+    /// between its writes.
+    fn bulk_in_pipe(&mut self, endpoint: u8) -> Option<Box<dyn BulkInPipe>> {
+        let _ = endpoint;
+        None
+    }
 
     /// USB port reset. The device may re-enumerate (and this handle then reports
     /// [`ErrorKind::NoDevice`] or [`ErrorKind::NotFound`]).

@@ -1391,6 +1391,12 @@ impl ResponseDecoder {
     pub fn into_remaining(self) -> Bytes {
         self.raw.buf.freeze()
     }
+
+    /// Takes the bytes buffered beyond the last response, leaving the decoder empty (after
+    /// `Connect`, they are the device port's first bytes).
+    pub fn take_remaining(&mut self) -> Bytes {
+        self.raw.buf.split().freeze()
+    }
 }
 
 #[cfg(test)]

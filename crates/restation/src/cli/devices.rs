@@ -75,7 +75,8 @@ fn scan(backend: &dyn UsbBackend) -> anyhow::Result<Vec<Entry>> {
             let result = backend
                 .open(id)
                 .map_err(identify::IdentifyError::Usb)
-                .and_then(|mut dev| identify::identify(dev.as_mut(), mode));
+                .and_then(|dev| identify::identify(dev, mode))
+                .map(|found| found.identity);
             if let Err(e) = &result {
                 eprintln!("restation: device {id}: {e}");
             }

@@ -4,7 +4,8 @@
 //! - `GET /devices`: every registry entry, present or not.
 //! - `GET /devices/{id}`: one entry; `id` is an ECID (`0x1a2b…` or bare hex) or `udid:…`.
 //! - `GET /events`: server-sent events, one `device` event per arrived / mode-changed / left.
-//! - `GET /counters`: ignored, failed, vanished and stale identification counts.
+//! - `GET /counters`: ignored, failed, vanished and stale identification counts, refused API
+//!   requests, malformed usbmuxd-socket clients, running mux sessions.
 //!
 //! Requests for anything else, or with an id that is not one, get a 4xx and a log line; the
 //! daemon keeps serving.
@@ -200,6 +201,10 @@ struct AllCounters {
     registry: Counters,
     /// API requests refused with a 4xx, and connections that were not HTTP/1.1.
     api_refused: u64,
+    /// usbmuxd-socket clients closed for sending something that was not the protocol.
+    usbmuxd_malformed: u64,
+    /// Phones with a running mux session (normal or restore mode).
+    mux_sessions: u64,
 }
 
 async fn counters(State(shared): State<Arc<Shared>>) -> Json<AllCounters> {
@@ -207,6 +212,8 @@ async fn counters(State(shared): State<Arc<Shared>>) -> Json<AllCounters> {
     Json(AllCounters {
         registry,
         api_refused: shared.api_refused.load(Ordering::Relaxed),
+        usbmuxd_malformed: shared.usbmuxd_malformed.load(Ordering::Relaxed),
+        mux_sessions: shared.sessions().values().filter(|s| s.is_alive()).count() as u64,
     })
 }
 

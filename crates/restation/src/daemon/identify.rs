@@ -3,21 +3,25 @@
 //!
 //! - Recovery, DFU, WTF, Port DFU: the iBoot/SecureROM serial string descriptor
 //!   (`CPID:8110 ... ECID:...`) carries the ECID, the chip and board ids.
-//! - Normal and restore mode (usbmux): the USB serial is the UDID; then lockdownd on port 62078,
-//!   reached through a small blocking usbmux pump, answers `GetValue` with `UniqueChipID` (the
-//!   ECID), `ProductType`, `SerialNumber`. When lockdown cannot be reached the phone is still
-//!   known by its UDID, with the ECID pending.
+//! - Normal and restore mode (usbmux): the USB serial is the UDID; then, over the phone's mux
+//!   session ([`super::session::Pump`], kept afterwards for the usbmuxd socket), `QueryType`
+//!   on port 62078 tells lockdownd from restored (the restore ramdisk enumerates with a
+//!   normal-mode product id). lockdownd answers `GetValue` with `UniqueChipID` (the ECID),
+//!   `ProductType`, `SerialNumber`; restored answers `QueryValue HardwareInfo` with
+//!   `UniqueChipID`, `ChipID`, `BoardID`. When neither can be reached the phone is still known
+//!   by its UDID, with the ECID pending.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use irecv::mode::Mode;
 use irecv::serial::SerialInfo;
-use lockdown::{HostCodec, Reply, Request};
-use plist::Value;
+use lockdown::{DaemonType, HostCodec, Reply, Request};
+use plist::{Dictionary, Value};
 use serde::{Deserialize, Serialize};
 use usb::{ErrorKind, UsbDevice, UsbError};
-use usbmux::{ConnId, Event, Link};
+use usbmux::ConnId;
+
+use super::session::{Pump, SessionError};
 
 /// Everything restation knows about who a phone is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +46,10 @@ pub struct Identity {
     pub product_version: Option<String>,
     /// Why the ECID is pending, when it is.
     pub ecid_pending: Option<String>,
+    /// restored answered on port 62078: the phone runs the restore ramdisk (which enumerates
+    /// with a normal-mode product id).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_os: bool,
 }
 
 /// Why a phone could not be identified.
@@ -82,31 +90,60 @@ impl IdentifyError {
 /// How long each USB request may take while identifying.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What identification found, and the phone's mux session when it has one (normal and
+/// restore mode): the daemon keeps it for the usbmuxd socket's connections.
+#[derive(Debug)]
+pub struct Found {
+    /// Who the phone is.
+    pub identity: Identity,
+    /// The running mux link (identification's connection closed).
+    pub pump: Option<Pump>,
+}
+
 /// Identifies an opened phone in `mode`.
-pub fn identify(dev: &mut dyn UsbDevice, mode: Mode) -> Result<Identity, IdentifyError> {
+pub fn identify(mut dev: Box<dyn UsbDevice>, mode: Mode) -> Result<Found, IdentifyError> {
     let index = dev.device_descriptor().serial_number_index;
     if index == 0 {
         return Err(IdentifyError::NoSerial { mode });
     }
     let text = dev.string_descriptor(index, REQUEST_TIMEOUT)?;
     if mode.has_iboot_serial() {
-        return from_iboot_serial(&text);
+        return Ok(Found {
+            identity: from_iboot_serial(&text)?,
+            pump: None,
+        });
     }
     let mut identity = Identity {
         udid: Some(text.clone()),
         ..Identity::default()
     };
+    let mut pump = None;
     if mode.is_usbmux() {
-        match lockdown_values(dev) {
-            Ok(values) => apply_lockdown(&mut identity, &values),
-            Err(e) if e.vanished() => return Err(IdentifyError::Usb(e.into_usb())),
+        match Pump::open(dev) {
+            Ok(mut p) => {
+                match ask_lockdown(&mut p) {
+                    Ok(Told::Lockdown(values)) => apply_lockdown(&mut identity, &values),
+                    Ok(Told::Restored(info)) => {
+                        apply_lockdown(&mut identity, &info);
+                        identity.restore_os = true;
+                    }
+                    Err(e) if e.vanished() => return Err(vanished()),
+                    Err(e) => identity.ecid_pending = Some(e.to_string()),
+                }
+                pump = Some(p);
+            }
+            Err(e) if e.vanished() => return Err(vanished()),
             Err(e) => identity.ecid_pending = Some(e.to_string()),
         }
     }
     if identity.ecid.is_none() && identity.ecid_pending.is_none() {
         identity.ecid_pending = Some("lockdown gave no UniqueChipID".into());
     }
-    Ok(identity)
+    Ok(Found { identity, pump })
+}
+
+fn vanished() -> IdentifyError {
+    IdentifyError::Usb(UsbError::new(ErrorKind::NoDevice, usb::Operation::Open))
 }
 
 /// The identity an iBoot/SecureROM serial string gives.
@@ -131,6 +168,7 @@ pub fn from_iboot_serial(text: &str) -> Result<Identity, IdentifyError> {
         board_id: info.bdid,
         product_version: None,
         ecid_pending: None,
+        restore_os: false,
     })
 }
 
@@ -142,7 +180,9 @@ fn apply_lockdown(identity: &mut Identity, values: &plist::Dictionary) {
     identity.product_type = text("ProductType");
     identity.product_version = text("ProductVersion");
     identity.chip_id = number("ChipID").and_then(|n| u32::try_from(n).ok());
-    identity.board_id = number("BoardId").and_then(|n| u32::try_from(n).ok());
+    identity.board_id = number("BoardId")
+        .or_else(|| number("BoardID"))
+        .and_then(|n| u32::try_from(n).ok());
     if let Some(udid) = text("UniqueDeviceID") {
         identity.udid = Some(udid);
     }
@@ -165,236 +205,140 @@ fn apply_lockdown(identity: &mut Identity, values: &plist::Dictionary) {
     }
 }
 
-/// Why lockdown could not be asked (normal mode). Only [`LockdownError::Usb`] with NO_DEVICE
-/// makes identification fail; the rest leave the ECID pending.
+/// Why lockdown (or restored) could not be asked. Only a phone that left the bus makes
+/// identification fail; the rest leave the ECID pending.
 #[derive(Debug, thiserror::Error)]
 pub enum LockdownError {
-    /// USB.
-    #[error("USB: {0}")]
-    Usb(#[from] UsbError),
-    /// The phone has no usbmux interface in any configuration.
-    #[error("no usbmux interface (class ff/fe/02) in any configuration")]
-    NoMuxInterface,
-    /// The mux link failed.
-    #[error("usbmux: {0}")]
-    Link(#[from] usbmux::LinkError),
-    /// A mux stream operation failed.
-    #[error("usbmux stream: {0}")]
-    Stream(#[from] usbmux::StreamError),
-    /// The phone refused the connection to lockdownd.
-    #[error("lockdownd (port {port}) refused: {reason}")]
-    Refused {
-        /// The port.
-        port: u16,
-        /// Its reason.
-        reason: String,
-    },
+    /// The mux session (USB, the link, the connection).
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// Lockdown's framing/plist.
     #[error("lockdown codec: {0}")]
     Codec(#[from] lockdown::CodecError),
     /// Lockdown said no.
     #[error("lockdown: {0}")]
     Lockdown(#[from] lockdown::Error),
-    /// GetValue answered something else than a dictionary.
-    #[error("GetValue answered {what}, expected a dictionary")]
+    /// The phone closed the connection before answering.
+    #[error("the phone closed the lockdown connection before answering {request}")]
+    Closed {
+        /// What was asked.
+        request: String,
+    },
+    /// A value came in another shape than asked.
+    #[error("{request} answered {what}, expected a dictionary")]
     NotADictionary {
+        /// What was asked.
+        request: &'static str,
         /// What came.
         what: &'static str,
-    },
-    /// Nothing happened within the step budget.
-    #[error("no answer while waiting for {during} (after {steps} bulk reads)")]
-    Stalled {
-        /// What was awaited.
-        during: &'static str,
-        /// How many reads.
-        steps: usize,
     },
 }
 
 impl LockdownError {
     fn vanished(&self) -> bool {
-        matches!(self, LockdownError::Usb(e) if e.kind() == ErrorKind::NoDevice)
+        matches!(self, LockdownError::Session(e) if e.vanished())
     }
+}
 
-    fn into_usb(self) -> UsbError {
-        match self {
-            LockdownError::Usb(e) => e,
-            _ => UsbError::new(ErrorKind::Other, usb::Operation::Open),
+/// How long each lockdown step may take while identifying.
+const LOCKDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One request, one reply, on an open lockdown connection.
+fn ask(
+    pump: &mut Pump,
+    conn: ConnId,
+    codec: &mut HostCodec,
+    request: Request,
+) -> Result<Reply, LockdownError> {
+    let name = request.name().to_string();
+    let mut wire = Vec::new();
+    codec.encode_request(&request, &mut wire)?;
+    pump.send_all(conn, &wire, LOCKDOWN_TIMEOUT)?;
+    let deadline = Instant::now() + LOCKDOWN_TIMEOUT;
+    loop {
+        if let Some(reply) = codec.poll_reply()? {
+            return Ok(lockdown::check_reply(&name, reply)?);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match pump.read(conn, left)? {
+            Some(bytes) => codec.receive(&bytes),
+            None => return Err(LockdownError::Closed { request: name }),
         }
     }
 }
 
-const READ_SIZE: usize = 16 * 1024;
-const POLL: Duration = Duration::from_millis(50);
-/// Bulk reads any one wait may take (× [`POLL`] when the phone is silent).
-const MAX_STEPS: usize = 200;
-
-/// A blocking usbmux pump over one device's mux endpoints: just enough for one lockdown
-/// conversation. The link's clock moves with the reads that time out.
-struct MuxPump<'a> {
-    dev: &'a mut dyn UsbDevice,
-    link: Link,
-    ep_out: u8,
-    ep_in: u8,
-    now: Instant,
-    events: VecDeque<Event>,
-}
-
-impl<'a> MuxPump<'a> {
-    fn open(dev: &'a mut dyn UsbDevice) -> Result<Self, LockdownError> {
-        let Some(mux) = usb::mux_configuration(dev.configurations()) else {
-            return Err(LockdownError::NoMuxInterface);
-        };
-        let (config, interface) = (mux.configuration, mux.interface);
-        let (ep_out, ep_in) = (mux.endpoint_out, mux.endpoint_in);
-        if dev.active_configuration()? != config {
-            dev.set_configuration(config)?;
-        }
-        dev.claim_interface(interface)?;
-        let now = Instant::now();
-        let mut pump = MuxPump {
-            dev,
-            link: Link::new(now),
-            ep_out,
-            ep_in,
-            now,
-            events: VecDeque::new(),
-        };
-        for _ in 0..MAX_STEPS {
-            pump.step()?;
-            if pump.link.header_version().is_some() {
-                return Ok(pump);
-            }
-        }
-        Err(LockdownError::Stalled {
-            during: "the mux VERSION handshake",
-            steps: MAX_STEPS,
-        })
-    }
-
-    fn flush(&mut self) -> Result<(), LockdownError> {
-        while let Some(packet) = self.link.poll_transmit() {
-            self.dev.bulk_out(self.ep_out, &packet, REQUEST_TIMEOUT)?;
-            if usbmux::needs_zlp(packet.len(), 512) {
-                self.dev.bulk_out(self.ep_out, &[], REQUEST_TIMEOUT)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn step(&mut self) -> Result<(), LockdownError> {
-        self.flush()?;
-        match self.dev.bulk_in(self.ep_in, READ_SIZE, POLL) {
-            Ok(bytes) => self.link.handle_input(&bytes, self.now)?,
-            Err(e) if e.kind() == ErrorKind::Timeout => self.now += POLL,
-            Err(e) => return Err(e.into()),
-        }
-        if self.link.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.link.handle_timeout(self.now);
-        }
-        while let Some(e) = self.link.poll_event() {
-            self.events.push_back(e);
-        }
-        Ok(())
-    }
-
-    fn connect(&mut self, port: u16) -> Result<ConnId, LockdownError> {
-        let conn = self.link.connect(port, self.now)?;
-        for _ in 0..MAX_STEPS {
-            self.step()?;
-            while let Some(e) = self.events.pop_front() {
-                match e {
-                    Event::Connected { conn: c } if c == conn => return Ok(conn),
-                    Event::Refused {
-                        conn: c,
-                        port,
-                        reason,
-                    } if c == conn => return Err(LockdownError::Refused { port, reason }),
-                    _ => {}
-                }
-            }
-        }
-        Err(LockdownError::Stalled {
-            during: "the lockdownd connection",
-            steps: MAX_STEPS,
-        })
-    }
-
-    fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), LockdownError> {
-        let mut rest = data;
-        for _ in 0..MAX_STEPS {
-            let n = self.link.send(conn, rest)?;
-            rest = rest.get(n..).unwrap_or_default();
-            if rest.is_empty() {
-                return self.flush();
-            }
-            self.step()?;
-        }
-        Err(LockdownError::Stalled {
-            during: "room to send",
-            steps: MAX_STEPS,
-        })
-    }
-
-    fn request(
-        &mut self,
-        conn: ConnId,
-        codec: &mut HostCodec,
-        request: Request,
-    ) -> Result<Reply, LockdownError> {
-        let name = request.name().to_string();
-        let mut wire = Vec::new();
-        codec.encode_request(&request, &mut wire)?;
-        self.send(conn, &wire)?;
-        for _ in 0..MAX_STEPS {
-            if let Some(reply) = codec.poll_reply()? {
-                return Ok(lockdown::check_reply(&name, reply)?);
-            }
-            match self.link.read(conn, 1 << 20)? {
-                Some(bytes) => codec.receive(&bytes),
-                None => self.step()?,
-            }
-        }
-        Err(LockdownError::Stalled {
-            during: "a lockdown reply",
-            steps: MAX_STEPS,
-        })
-    }
-}
-
-/// Asks lockdownd for all of its values (GetValue without domain or key).
-fn lockdown_values(dev: &mut dyn UsbDevice) -> Result<plist::Dictionary, LockdownError> {
-    let mut pump = MuxPump::open(dev)?;
-    let conn = pump.connect(lockdown::PORT)?;
-    let mut codec = HostCodec::new().with_label("restation");
-    let reply = pump.request(
-        conn,
-        &mut codec,
-        Request::GetValue {
-            domain: None,
-            key: None,
-        },
-    )?;
-    // Closing is a courtesy; a phone that drops the connection first is fine.
-    let _ = pump.request(conn, &mut codec, Request::Goodbye);
-    let _ = pump.link.close(conn).map(|()| pump.flush());
-    match reply {
-        Reply::GetValue {
-            value: Some(Value::Dictionary(d)),
-            ..
-        } => Ok(d),
-        Reply::GetValue { value, .. } => Err(LockdownError::NotADictionary {
-            what: match value {
+fn dictionary(request: &'static str, value: Option<&Value>) -> Result<Dictionary, LockdownError> {
+    match value {
+        Some(Value::Dictionary(d)) => Ok(d.clone()),
+        other => Err(LockdownError::NotADictionary {
+            request,
+            what: match other {
                 None => "nothing",
                 Some(Value::String(_)) => "a string",
                 Some(Value::Integer(_)) => "an integer",
                 Some(_) => "another plist value",
             },
         }),
-        _ => Err(LockdownError::NotADictionary {
-            what: "another reply",
-        }),
     }
+}
+
+/// What the daemon on port 62078 told about the phone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Told {
+    /// lockdownd (iOS is running): all of its values.
+    Lockdown(Dictionary),
+    /// restored (the restore ramdisk): its `HardwareInfo`.
+    Restored(Dictionary),
+}
+
+/// Asks the daemon on port 62078 who the phone is: `QueryType` tells lockdownd from
+/// restored, then `GetValue` (lockdownd) or `QueryValue HardwareInfo` (restored).
+pub fn ask_lockdown(pump: &mut Pump) -> Result<Told, LockdownError> {
+    let conn = pump.connect(lockdown::PORT, LOCKDOWN_TIMEOUT)?;
+    let mut codec = HostCodec::new().with_label("restation");
+    let result = (|| {
+        let daemon = match ask(pump, conn, &mut codec, Request::QueryType)? {
+            Reply::QueryType { daemon, .. } => daemon,
+            _ => DaemonType::Lockdown,
+        };
+        if daemon == DaemonType::Restored {
+            let reply = ask(
+                pump,
+                conn,
+                &mut codec,
+                Request::QueryValue {
+                    query_key: Some("HardwareInfo".into()),
+                },
+            )?;
+            let fields = match &reply {
+                Reply::Generic { fields, .. } => fields.get("HardwareInfo"),
+                _ => None,
+            };
+            return Ok(Told::Restored(dictionary(
+                "QueryValue HardwareInfo",
+                fields,
+            )?));
+        }
+        let reply = ask(
+            pump,
+            conn,
+            &mut codec,
+            Request::GetValue {
+                domain: None,
+                key: None,
+            },
+        )?;
+        let value = match &reply {
+            Reply::GetValue { value, .. } => value.as_ref(),
+            _ => None,
+        };
+        let values = dictionary("GetValue", value)?;
+        // A courtesy; a phone that drops the connection first is fine.
+        let _ = ask(pump, conn, &mut codec, Request::Goodbye);
+        Ok(Told::Lockdown(values))
+    })();
+    pump.close(conn);
+    result
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `restation serve`'s insides: the device registry ([`registry`], sans-IO), identification of
 //! one opened phone ([`identify`], blocking), the thin tokio driver that joins them to a
 //! [`usb::UsbBackend`] ([`Daemon`]), the local HTTP API on a unix socket ([`api`]), the
-//! usbmuxd-compatible socket ([`muxd`], bridging `Connect` to the phone through [`muxlink`]),
+//! usbmuxd-compatible socket ([`muxd`], bridging `Connect` over the phone's mux [`session`]),
 //! and the virtual bench that `--sim N` plugs in ([`bench`]).
 //!
 //! The hotplug sink only enqueues into a channel; devices are opened and identified on
@@ -12,20 +12,22 @@ pub mod api;
 pub mod bench;
 pub mod identify;
 pub mod muxd;
-pub mod muxlink;
 pub mod registry;
+pub mod session;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use tokio::sync::{broadcast, mpsc, watch};
-use usb::{HotplugEvent, UsbBackend, UsbError};
+use usb::{DeviceId, HotplugEvent, UsbBackend, UsbError};
 
 use identify::{IdentifyError, Identity};
 use registry::{Arrival, Event, Registry, Ticket};
+use session::MuxSession;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,10 @@ pub struct Shared {
     version: watch::Sender<u64>,
     /// API requests answered with a 4xx, and connections that were not HTTP.
     api_refused: AtomicU64,
+    /// usbmuxd-socket clients that sent something that was not the protocol.
+    usbmuxd_malformed: AtomicU64,
+    /// The running mux session of each usbmux-mode phone on the bus.
+    sessions: Mutex<HashMap<DeviceId, MuxSession>>,
 }
 
 impl Default for Shared {
@@ -76,6 +82,8 @@ impl Default for Shared {
             events: broadcast::channel(1024).0,
             version: watch::channel(0).0,
             api_refused: AtomicU64::new(0),
+            usbmuxd_malformed: AtomicU64::new(0),
+            sessions: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -89,6 +97,13 @@ impl Shared {
     /// The registry (briefly: never hold it across an await).
     pub fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The mux sessions of the phones on the bus, by USB device (briefly, as the registry).
+    pub fn sessions(&self) -> MutexGuard<'_, HashMap<DeviceId, MuxSession>> {
+        self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -126,7 +141,9 @@ impl Shared {
 
 struct Identified {
     ticket: Ticket,
+    device: DeviceId,
     result: Result<Identity, IdentifyError>,
+    session: Option<MuxSession>,
 }
 
 /// The registry driver: hotplug events in, identification on blocking threads, results back.
@@ -183,16 +200,37 @@ impl Daemon {
                         tokio::task::spawn_blocking(move || {
                             let span = tracing::info_span!("identify", device = %id, port, %mode);
                             let _enter = span.enter();
-                            let result = backend
+                            let found = backend
                                 .open(id)
                                 .map_err(IdentifyError::Usb)
-                                .and_then(|mut dev| identify::identify(dev.as_mut(), mode));
-                            let _ = done_tx.send(Identified { ticket, result });
+                                .and_then(|dev| identify::identify(dev, mode));
+                            let (result, session) = match found {
+                                Ok(found) => {
+                                    // The mux link identification ran stays up for the
+                                    // usbmuxd socket's connections.
+                                    let session = found.pump.and_then(|pump| {
+                                        pump.into_session(format!("mux-{id}"))
+                                            .map_err(
+                                                |e| tracing::warn!(error = %e, "no mux session"),
+                                            )
+                                            .ok()
+                                    });
+                                    (Ok(found.identity), session)
+                                }
+                                Err(e) => (Err(e), None),
+                            };
+                            let _ = done_tx.send(Identified {
+                                ticket,
+                                device: id,
+                                result,
+                                session,
+                            });
                         });
                     }
                 }
             }
             HotplugEvent::Left { id, .. } => {
+                self.shared.sessions().remove(&id);
                 let mut registry = self.shared.registry();
                 registry.left(id, SystemTime::now());
                 self.shared.publish(registry);
@@ -209,7 +247,12 @@ impl Daemon {
             }
         }
         let mut registry = self.shared.registry();
-        registry.identified(done.ticket, done.result, SystemTime::now());
+        let known = registry
+            .identified(done.ticket, done.result, SystemTime::now())
+            .is_some();
+        if let (true, Some(session)) = (known, done.session) {
+            self.shared.sessions().insert(done.device, session);
+        }
         self.shared.publish(registry);
     }
 }

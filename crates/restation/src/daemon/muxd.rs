@@ -6,9 +6,11 @@
 //! is the thin async driver: `ListDevices` and `Listen` from the registry (normal-mode phones
 //! only, each with a small `DeviceID` that stays the same for the entry), `ReadBUID` and the
 //! pair-record requests from files in the pair-record directory (`/var/lib/lockdown` layout:
-//! `SystemConfiguration.plist`, `<UDID>.plist`), and `Connect`, which opens the phone on a
-//! blocking thread ([`super::muxlink`]) and turns the socket into a raw pipe to the port.
-//! Malformed input is logged and counted and closes that client only.
+//! `SystemConfiguration.plist`, `<UDID>.plist`; saving one tells listeners `Paired`),
+//! `ListListeners`, and `Connect`, which opens a connection over the phone's running mux
+//! session ([`super::session`], one link per phone with any number of connections, as
+//! usbmuxd has) and turns the socket into a raw pipe to the port. Malformed input is logged
+//! and counted and closes that client only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -21,11 +23,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use usb::{DeviceId, UsbBackend};
 use usbmux::socket::{
-    ClientRequest, DaemonResponse, DeviceProperties, DeviceRecord, Format, Request, RequestDecoder,
-    Response, ResultCode, SocketError,
+    ClientRequest, DaemonResponse, DeviceProperties, DeviceRecord, Format, Listener, Request,
+    RequestDecoder, Response, ResultCode, SocketError,
 };
 
-use super::muxlink;
+use super::session::{MuxSession, Pump, SessionError};
 use super::Shared;
 
 /// Where libimobiledevice keeps pair records on Linux.
@@ -33,6 +35,8 @@ pub const DEFAULT_PAIR_RECORDS: &str = "/var/lib/lockdown";
 /// The file holding the host's `SystemBUID`.
 pub const SYSTEM_CONFIGURATION: &str = "SystemConfiguration.plist";
 const READ_BUFFER: usize = 64 * 1024;
+/// How long the phone may take to accept a `Connect`.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the usbmuxd socket shares between its clients.
 pub struct Muxd {
@@ -40,16 +44,19 @@ pub struct Muxd {
     backend: Arc<dyn UsbBackend>,
     pair_records: PathBuf,
     device_ids: Mutex<HashMap<String, u32>>,
-    /// One bridge at a time per phone: each runs its own host link over the phone's mux.
-    busy: Mutex<HashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>>,
-    malformed: AtomicU64,
+    /// One opener at a time per phone, for phones identification left without a session.
+    opening: Mutex<HashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Clients in `Listen`, for `ListListeners`.
+    listeners: Mutex<BTreeMap<u64, Listener>>,
+    next_listener: AtomicU64,
+    /// `DeviceID`s whose pair record was just saved, for listeners.
+    paired: tokio::sync::broadcast::Sender<u32>,
 }
 
 impl std::fmt::Debug for Muxd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Muxd")
             .field("pair_records", &self.pair_records)
-            .field("malformed", &self.malformed)
             .finish_non_exhaustive()
     }
 }
@@ -73,8 +80,10 @@ impl Muxd {
             backend,
             pair_records,
             device_ids: Mutex::new(HashMap::new()),
-            busy: Mutex::new(HashMap::new()),
-            malformed: AtomicU64::new(0),
+            opening: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(BTreeMap::new()),
+            next_listener: AtomicU64::new(1),
+            paired: tokio::sync::broadcast::channel(64).0,
         })
     }
 
@@ -146,6 +155,38 @@ impl Muxd {
             a.record.properties.product_id = products.get(&a.usb).copied();
         }
         attached
+    }
+
+    /// The phone's running mux session; one is opened when identification left none.
+    async fn session(&self, usb: DeviceId) -> Result<MuxSession, SessionError> {
+        let running = |shared: &Shared| {
+            let mut sessions = shared.sessions();
+            sessions.retain(|_, s| s.is_alive());
+            sessions.get(&usb).cloned()
+        };
+        if let Some(session) = running(&self.shared) {
+            return Ok(session);
+        }
+        let lock = Arc::clone(
+            self.opening
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(usb)
+                .or_default(),
+        );
+        let _held = lock.lock().await;
+        if let Some(session) = running(&self.shared) {
+            return Ok(session);
+        }
+        let backend = Arc::clone(&self.backend);
+        let session = tokio::task::spawn_blocking(move || {
+            let dev = backend.open(usb)?;
+            Pump::open(dev)?.into_session(format!("mux-{usb}"))
+        })
+        .await
+        .map_err(|_| SessionError::Ended)??;
+        self.shared.sessions().insert(usb, session.clone());
+        Ok(session)
     }
 
     fn pair_record_path(&self, id: &str) -> Option<PathBuf> {
@@ -232,7 +273,11 @@ async fn client(muxd: Arc<Muxd>, mut stream: UnixStream) {
                     continue;
                 }
                 Err(e) => {
-                    let count = muxd.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+                    let count = muxd
+                        .shared
+                        .usbmuxd_malformed
+                        .fetch_add(1, Ordering::Relaxed)
+                        + 1;
                     tracing::warn!(error = %e, count, "usbmuxd socket: malformed request; closing");
                     return;
                 }
@@ -288,7 +333,17 @@ async fn answer(muxd: &Muxd, request: &ClientRequest) -> Response {
             ..
         } => match muxd.pair_record_path(pair_record_id) {
             Some(path) => match write_file(&path, data).await {
-                Ok(()) => result(ResultCode::Ok),
+                Ok(()) => {
+                    let attached = muxd.attached();
+                    let paired = attached
+                        .values()
+                        .find(|a| a.record.properties.serial_number == *pair_record_id);
+                    if let Some(a) = paired {
+                        // No listener is fine.
+                        let _ = muxd.paired.send(a.record.device_id);
+                    }
+                    result(ResultCode::Ok)
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "cannot save a pair record");
                     result(ResultCode::BadDevice)
@@ -305,9 +360,15 @@ async fn answer(muxd: &Muxd, request: &ClientRequest) -> Response {
                 None => result(ResultCode::BadCommand),
             }
         }
-        Request::ListListeners | Request::Listen | Request::Connect { .. } => {
-            result(ResultCode::BadCommand)
-        }
+        Request::ListListeners => Response::ListenerList(
+            muxd.listeners
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect(),
+        ),
+        Request::Listen | Request::Connect { .. } => result(ResultCode::BadCommand),
     }
 }
 
@@ -374,12 +435,47 @@ async fn new_buid() -> io::Result<String> {
     ))
 }
 
+/// Removes a listener from `ListListeners` when its client goes.
+struct Listening<'a> {
+    muxd: &'a Muxd,
+    id: u64,
+}
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        self.muxd
+            .listeners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
 async fn listen(muxd: &Muxd, mut stream: UnixStream, request: &ClientRequest) {
     let format = request.format;
     let mut events = muxd.shared.subscribe();
+    let mut paired = muxd.paired.subscribe();
     if !send(&mut stream, request.tag, format, result(ResultCode::Ok)).await {
         return;
     }
+    let id = muxd.next_listener.fetch_add(1, Ordering::Relaxed);
+    let client = &request.client;
+    muxd.listeners
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(
+            id,
+            Listener {
+                blacklisted: false,
+                bundle_id: client.bundle_id.clone(),
+                conn_type: 0,
+                id_string: Some(id.to_string()),
+                prog_name: client.prog_name.clone(),
+                client_version_string: client.client_version_string.clone(),
+                lib_usbmux_version: client.lib_usbmux_version,
+            },
+        );
+    let _listening = Listening { muxd, id };
     let mut sent: BTreeMap<u32, Attached> = BTreeMap::new();
     let mut buf = [0u8; 256];
     loop {
@@ -405,6 +501,15 @@ async fn listen(muxd: &Muxd, mut stream: UnixStream, request: &ClientRequest) {
         }
         sent = now;
         tokio::select! {
+            got = paired.recv() => match got {
+                Ok(device_id) if sent.contains_key(&device_id) => {
+                    if !send(&mut stream, 0, format, Response::Paired { device_id }).await {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
             got = events.recv() => match got {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -431,16 +536,12 @@ async fn connect(
         let _ = send(&mut stream, tag, format, result(ResultCode::BadDevice)).await;
         return;
     };
-    let lock = Arc::clone(
-        muxd.busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(target.usb)
-            .or_default(),
-    );
-    let _held = lock.lock().await;
-    let bridge = match muxlink::connect(Arc::clone(&muxd.backend), target.usb, port).await {
-        Ok(bridge) => bridge,
+    let opened = match muxd.session(target.usb).await {
+        Ok(session) => session.connect(port, CONNECT_TIMEOUT).await,
+        Err(e) => Err(e),
+    };
+    let phone = match opened {
+        Ok(phone) => phone,
         Err(e) => {
             tracing::info!(device_id, port, error = %e, "usbmuxd Connect refused");
             let _ = send(
@@ -457,14 +558,8 @@ async fn connect(
         return;
     }
     tracing::debug!(device_id, port, "usbmuxd Connect: piping");
-    let muxlink::Bridge {
-        to_device,
-        mut from_device,
-        done,
-    } = bridge;
-    if !early.is_empty() && to_device.send(early).await.is_err() {
-        drop(to_device);
-        let _ = done.await;
+    let (to_phone, mut from_phone) = (phone.writer, phone.reader);
+    if !early.is_empty() && to_phone.send(early).await.is_err() {
         return;
     }
     let (mut read_half, mut write_half) = stream.into_split();
@@ -474,11 +569,8 @@ async fn connect(
             match read_half.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if to_device
-                        .send(buf.get(..n).unwrap_or_default().to_vec())
-                        .await
-                        .is_err()
-                    {
+                    let bytes = buf.get(..n).unwrap_or_default().to_vec();
+                    if to_phone.send(bytes).await.is_err() {
                         return;
                     }
                 }
@@ -486,19 +578,17 @@ async fn connect(
         }
     };
     let downstream = async move {
-        while let Some(bytes) = from_device.recv().await {
+        while let Some(bytes) = from_phone.recv().await {
             if write_half.write_all(&bytes).await.is_err() {
                 return;
             }
         }
         let _ = write_half.shutdown().await;
     };
-    // Either side ending ends the pipe (dropping the other side's channel end closes the mux
-    // connection or the socket).
+    // Either side ending ends the pipe: dropping the writer closes the mux connection once
+    // what was sent has gone out; dropping the reader stops taking from the phone.
     tokio::select! {
         () = upstream => {}
         () = downstream => {}
     }
-    // The phone is free for the next bridge once the pump has let go of it.
-    let _ = done.await;
 }

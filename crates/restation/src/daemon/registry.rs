@@ -246,20 +246,27 @@ impl Registry {
             self.attached.remove(&id);
             return None;
         };
+        // The restore ramdisk enumerates with a normal-mode product id; restored told.
+        let mode = if identity.restore_os {
+            Mode::Restore
+        } else {
+            pending.mode
+        };
+        self.adopt_udid_entry(&key, &identity);
         let port = pending.info.port_path.clone();
         let change = match self.entries.get(&key) {
-            Some(e) if e.mode != pending.mode => Change::ModeChanged {
+            Some(e) if e.mode != mode => Change::ModeChanged {
                 from: e.mode,
-                to: pending.mode,
+                to: mode,
             },
-            _ => Change::Arrived { mode: pending.mode },
+            _ => Change::Arrived { mode },
         };
         let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
             id: key.to_string(),
             key: key.clone(),
             present: true,
             port: None,
-            mode: pending.mode,
+            mode,
             speed: pending.info.speed,
             device: None,
             identity: Identity::default(),
@@ -267,7 +274,7 @@ impl Registry {
         });
         entry.present = true;
         entry.port = port.clone();
-        entry.mode = pending.mode;
+        entry.mode = mode;
         entry.speed = pending.info.speed;
         entry.device = Some(id);
         merge(&mut entry.identity, identity);
@@ -283,6 +290,35 @@ impl Registry {
         });
         self.attached.insert(id, Attached::Known(key.clone()));
         Some(key)
+    }
+
+    /// A phone first known by its UDID (its ECID was pending) now has an ECID: its entry
+    /// moves under the ECID, history and all, so it stays one entry.
+    fn adopt_udid_entry(&mut self, key: &Key, identity: &Identity) {
+        let (Key::Ecid(_), Some(udid)) = (key, identity.udid.as_ref()) else {
+            return;
+        };
+        let old_key = Key::Udid(udid.clone());
+        let Some(mut old) = self.entries.remove(&old_key) else {
+            return;
+        };
+        for a in self.attached.values_mut() {
+            if matches!(a, Attached::Known(k) if *k == old_key) {
+                *a = Attached::Known(key.clone());
+            }
+        }
+        match self.entries.get_mut(key) {
+            Some(entry) => {
+                old.history.append(&mut entry.history);
+                entry.history = old.history;
+                merge(&mut entry.identity, old.identity);
+            }
+            None => {
+                old.id = key.to_string();
+                old.key = key.clone();
+                self.entries.insert(key.clone(), old);
+            }
+        }
     }
 
     /// A device left the bus.
@@ -426,6 +462,49 @@ mod tests {
             ]
         );
         assert_eq!(std::iter::from_fn(|| r.poll_event()).count(), 3);
+    }
+
+    #[test]
+    fn a_udid_entry_moves_under_the_ecid_once_known_and_restore_mode_comes_from_restored() {
+        let mut r = Registry::new();
+        let now = SystemTime::now();
+        // Normal mode, lockdown unreachable: known by UDID only.
+        let t = ticket(r.arrived(info(2, 0x12A8, "1-1.2")));
+        let pending = Identity {
+            udid: Some("00008110-001A2B3C4D5E6F70".into()),
+            ecid_pending: Some("lockdown timed out".into()),
+            ..Identity::default()
+        };
+        let udid_key = Key::Udid("00008110-001A2B3C4D5E6F70".into());
+        assert_eq!(r.identified(t, Ok(pending), now), Some(udid_key.clone()));
+        r.left(DeviceId { bus: 1, address: 2 }, now);
+        // Back with the same product id, but restored answers: restore mode, with the ECID.
+        let t = ticket(r.arrived(info(3, 0x12A8, "1-1.2")));
+        let restored = Identity {
+            udid: Some("00008110-001A2B3C4D5E6F70".into()),
+            restore_os: true,
+            ..ecid(0x1A2B)
+        };
+        assert_eq!(r.identified(t, Ok(restored), now), Some(Key::Ecid(0x1A2B)));
+        let entries: Vec<_> = r.entries().collect();
+        assert_eq!(entries.len(), 1, "one phone, one entry");
+        let e = entries[0];
+        assert_eq!(e.key, Key::Ecid(0x1A2B));
+        assert_eq!(e.mode, Mode::Restore);
+        assert_eq!(e.identity.ecid_pending, None);
+        assert!(r.get(&udid_key).is_none());
+        let changes: Vec<_> = e.history.iter().map(|h| h.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Arrived { mode: Mode::Normal },
+                Change::Left,
+                Change::ModeChanged {
+                    from: Mode::Normal,
+                    to: Mode::Restore
+                },
+            ]
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::reader::{BulkCompletion, BulkReader};
 use crate::backend::DeviceId;
 use crate::control::Control;
 use crate::descriptor::{ConfigurationDescriptor, DeviceDescriptor};
-use crate::device::{Speed, UsbDevice};
+use crate::device::{BulkInPipe, Speed, UsbDevice};
 use crate::error::{Operation, UsbError};
 use crate::port::PortPath;
 
@@ -30,6 +30,41 @@ pub struct RusbDevice {
     pub(crate) speed: Speed,
     pub(crate) port_path: Option<PortPath>,
     pub(crate) policy: OpenPolicy,
+}
+
+/// A bulk IN endpoint read on the shared libusb handle from another thread.
+struct RusbPipe {
+    handle: Arc<DeviceHandle<Context>>,
+    endpoint: u8,
+}
+
+impl BulkInPipe for RusbPipe {
+    fn endpoint(&self) -> u8 {
+        self.endpoint
+    }
+
+    fn read(&mut self, length: usize, timeout: Duration) -> Result<Vec<u8>, UsbError> {
+        bulk_read(&self.handle, self.endpoint, length, timeout)
+    }
+}
+
+/// A bulk IN read on a libusb handle; bytes that came before a timeout are returned.
+fn bulk_read(
+    handle: &DeviceHandle<Context>,
+    endpoint: u8,
+    length: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, UsbError> {
+    if i32::try_from(length).is_err() {
+        let op = Operation::BulkIn { endpoint, length };
+        return Err(UsbError::new(crate::ErrorKind::InvalidParam, op));
+    }
+    let mut buf = vec![0; length];
+    let n = handle
+        .read_bulk(endpoint, &mut buf, libusb_timeout(timeout))
+        .map_err(|e| usb_error(e, Operation::BulkIn { endpoint, length }))?;
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// A control IN transfer on a libusb handle, as [`UsbDevice::control_in`] does it.
@@ -198,23 +233,20 @@ impl UsbDevice for RusbDevice {
             .map_err(|e| usb_error(e, op))
     }
 
+    fn bulk_in_pipe(&mut self, endpoint: u8) -> Option<Box<dyn BulkInPipe>> {
+        Some(Box::new(RusbPipe {
+            handle: Arc::clone(&self.handle),
+            endpoint,
+        }))
+    }
+
     fn bulk_in(
         &mut self,
         endpoint: u8,
         length: usize,
         timeout: Duration,
     ) -> Result<Vec<u8>, UsbError> {
-        if i32::try_from(length).is_err() {
-            let op = Operation::BulkIn { endpoint, length };
-            return Err(UsbError::new(crate::ErrorKind::InvalidParam, op));
-        }
-        let mut buf = vec![0; length];
-        let n = self
-            .handle
-            .read_bulk(endpoint, &mut buf, libusb_timeout(timeout))
-            .map_err(|e| usb_error(e, Operation::BulkIn { endpoint, length }))?;
-        buf.truncate(n);
-        Ok(buf)
+        bulk_read(&self.handle, endpoint, length, timeout)
     }
 
     fn bulk_out(
