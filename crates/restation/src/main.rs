@@ -4,10 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-mod cli;
-mod daemon;
-mod sdnotify;
+use restation::cli;
 
 /// Restore station for iPhone repair benches.
 #[derive(Debug, Parser)]
