@@ -53,7 +53,13 @@ pub fn run(args: &DevicesArgs) -> anyhow::Result<ExitCode> {
             None => scan(daemon::real_usb()?.as_ref())?,
         }
     } else {
-        let socket = args.socket.clone().unwrap_or_else(api::default_socket_path);
+        // The daemon's socket: --socket, else the configuration file's, else the default.
+        let socket = match &args.socket {
+            Some(path) => path.clone(),
+            None => super::config::Config::load(None)?
+                .socket
+                .unwrap_or_else(api::default_socket_path),
+        };
         let body = get(&socket, "/devices")?;
         serde_json::from_slice::<Vec<Entry>>(&body)
             .context("the daemon's /devices answer is not a device list")?

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each exposes its clap arguments and a `run` function that
 //! returns the process exit code.
 
+pub mod config;
 pub mod devices;
 pub mod ipsw;
 pub mod irecv;

@@ -1,13 +1,129 @@
 //! The virtual bench `--sim N` attaches: a [`VirtualHub`] with N phones of mixed models
 //! (`sim::profile::PRESETS`) and modes (normal, recovery, DFU in turn), each with its own seed
-//! so that two phones of the same model have different ECIDs and serials.
+//! so that two phones of the same model have different ECIDs and serials. `--sim-profile
+//! PRODUCT:MODE` (repeatable) names each phone instead ([`PhoneSpec`]).
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use sim::clock::Clock;
 use sim::hub::{HubError, VirtualHub};
 use sim::phone::{Mode, Options, Phone, RecoveryStage};
 use sim::profile::{DfuStage, Profile, ProfileError, PRESETS};
+
+/// One virtual phone as the command line names it: `PRODUCT:MODE`, e.g. `iPhone14,3:normal`.
+/// Modes: `normal`, `recovery`, `dfu`, `port-dfu`, `restore`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneSpec {
+    /// `iPhone14,3`.
+    pub product_type: String,
+    /// The mode it starts in.
+    pub mode: Mode,
+}
+
+/// A phone spec that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneSpecError {
+    /// No `:MODE`.
+    #[error("{0:?} is not PRODUCT:MODE (e.g. iPhone14,3:normal)")]
+    Shape(String),
+    /// An unknown mode.
+    #[error("mode {0:?} is not one of normal, recovery, dfu, port-dfu, restore")]
+    Mode(String),
+}
+
+impl FromStr for PhoneSpec {
+    type Err = PhoneSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (product, mode) = s
+            .rsplit_once(':')
+            .filter(|(p, _)| !p.is_empty())
+            .ok_or_else(|| PhoneSpecError::Shape(s.chars().take(64).collect()))?;
+        let mode = match mode {
+            "normal" => Mode::Normal,
+            "recovery" => Mode::Recovery(RecoveryStage::Iboot),
+            "dfu" => Mode::Dfu(DfuStage::SecureRom),
+            "port-dfu" => Mode::Dfu(DfuStage::Port),
+            "restore" => Mode::Restore,
+            other => return Err(PhoneSpecError::Mode(other.chars().take(32).collect())),
+        };
+        Ok(PhoneSpec {
+            product_type: product.to_string(),
+            mode,
+        })
+    }
+}
+
+impl std::fmt::Display for PhoneSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            Mode::Normal => "normal",
+            Mode::Recovery(_) => "recovery",
+            Mode::Dfu(DfuStage::Port) => "port-dfu",
+            Mode::Dfu(_) => "dfu",
+            Mode::Restore => "restore",
+        };
+        write!(f, "{}:{mode}", self.product_type)
+    }
+}
+
+/// What a bench is made of: N mixed phones, or named ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BenchSpec {
+    /// `--sim N`.
+    Mixed(usize),
+    /// `--sim-profile PRODUCT:MODE`, repeated.
+    Named(Vec<PhoneSpec>),
+}
+
+impl BenchSpec {
+    /// How many phones.
+    pub fn len(&self) -> usize {
+        match self {
+            BenchSpec::Mixed(n) => *n,
+            BenchSpec::Named(specs) => specs.len(),
+        }
+    }
+
+    /// Whether the bench is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The phone of port `index`.
+    pub fn phone(&self, index: usize, clock: &Arc<dyn Clock>) -> Result<Phone, ProfileError> {
+        match self {
+            BenchSpec::Mixed(_) => phone(index, start_mode(index), clock),
+            BenchSpec::Named(specs) => {
+                let Some(spec) = specs.get(index) else {
+                    return phone(index, start_mode(index), clock);
+                };
+                let profile =
+                    Profile::for_product_type(&spec.product_type, 0x5EED_0000 + index as u64)?;
+                let options = Options {
+                    start: spec.mode,
+                    seed: index as u64,
+                    ..Options::default()
+                };
+                Ok(Phone::new(profile, options, clock.now()))
+            }
+        }
+    }
+
+    /// A hub with one port per phone on `bus` (`1-1.N` style paths), each port holding its
+    /// phone.
+    pub fn hub(&self, bus: u8, clock: Arc<dyn Clock>) -> Result<VirtualHub, BenchError> {
+        let paths = (1..=self.len().min(255))
+            .filter_map(|i| usb::PortPath::new(bus, &[1, i as u8]).ok())
+            .collect();
+        let hub = VirtualHub::with_ports(paths, Arc::clone(&clock));
+        for i in 0..self.len().min(255) {
+            hub.plug(i, self.phone(i, &clock)?)?;
+        }
+        Ok(hub)
+    }
+}
 
 /// Why the virtual bench could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -55,4 +171,56 @@ pub fn hub(ports: usize, phones: usize, clock: Arc<dyn Clock>) -> Result<Virtual
         hub.plug(i, phone(i, start_mode(i), &clock)?)?;
     }
     Ok(hub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_specs_parse_and_print_back() {
+        for text in [
+            "iPhone14,3:normal",
+            "iPhone10,3:recovery",
+            "iPhone7,2:dfu",
+            "iPhone12,1:port-dfu",
+            "iPhone15,2:restore",
+        ] {
+            let spec: PhoneSpec = text.parse().unwrap();
+            assert_eq!(spec.to_string(), text);
+        }
+        let spec: PhoneSpec = "iPhone14,3:recovery".parse().unwrap();
+        assert_eq!(spec.product_type, "iPhone14,3");
+        assert!(matches!(
+            "iPhone14,3".parse::<PhoneSpec>(),
+            Err(PhoneSpecError::Shape(_))
+        ));
+        assert!(matches!(
+            ":normal".parse::<PhoneSpec>(),
+            Err(PhoneSpecError::Shape(_))
+        ));
+        assert!(matches!(
+            "iPhone14,3:asleep".parse::<PhoneSpec>(),
+            Err(PhoneSpecError::Mode(_))
+        ));
+    }
+
+    #[test]
+    fn a_named_bench_puts_each_phone_on_its_port_in_its_mode() {
+        let clock: Arc<dyn Clock> = sim::clock::ManualClock::new();
+        let bench = BenchSpec::Named(vec![
+            "iPhone14,3:normal".parse().unwrap(),
+            "iPhone10,3:dfu".parse().unwrap(),
+        ]);
+        let hub = bench.hub(200, clock).unwrap();
+        assert_eq!(
+            hub.port_path(1).map(ToString::to_string).as_deref(),
+            Some("200-1.2")
+        );
+        let (product, mode) = hub
+            .with_phone(1, |p| (p.profile().product_type.clone(), p.mode()))
+            .unwrap();
+        assert_eq!(product, "iPhone10,3");
+        assert!(matches!(mode, Mode::Dfu(DfuStage::SecureRom)));
+    }
 }
