@@ -276,3 +276,159 @@ async fn a_phone_vanishing_while_identified_is_counted_and_the_daemon_goes_on() 
         .is_some());
     running.stop().await;
 }
+
+/// A backend that garbles two ports: one phone's serial string is junk, another's
+/// configuration descriptor cannot be parsed.
+struct Garbled {
+    hub: VirtualHub,
+    junk_serial: usize,
+    bad_descriptor: usize,
+}
+
+impl Garbled {
+    fn port_of(&self, id: DeviceId) -> Option<usize> {
+        let info = self.hub.devices().ok()?.into_iter().find(|d| d.id == id)?;
+        (0..self.hub.port_count()).find(|&i| self.hub.port_path(i) == info.port_path.as_ref())
+    }
+}
+
+impl UsbBackend for Garbled {
+    fn devices(&self) -> Result<Vec<DeviceInfo>, UsbError> {
+        self.hub.devices()
+    }
+
+    fn open(&self, id: DeviceId) -> Result<Box<dyn UsbDevice>, UsbError> {
+        let port = self.port_of(id);
+        if port == Some(self.bad_descriptor) {
+            let e = usb::ConfigurationDescriptor::parse(&[9, 2, 0xFF]).unwrap_err();
+            let op = usb::Operation::GetDescriptor {
+                descriptor_type: 2,
+                index: 0,
+            };
+            return Err(UsbError::malformed(op, e));
+        }
+        let dev = self.hub.open(id)?;
+        if port == Some(self.junk_serial) {
+            return Ok(Box::new(JunkSerial(dev)));
+        }
+        Ok(dev)
+    }
+
+    fn watch(&self, sink: HotplugSink) -> Result<Watch, UsbError> {
+        self.hub.watch(sink)
+    }
+}
+
+/// A phone whose string descriptors are valid UTF-16 but no iBoot serial.
+struct JunkSerial(Box<dyn UsbDevice>);
+
+impl UsbDevice for JunkSerial {
+    fn device_descriptor(&self) -> &usb::DeviceDescriptor {
+        self.0.device_descriptor()
+    }
+    fn configurations(&self) -> &[usb::ConfigurationDescriptor] {
+        self.0.configurations()
+    }
+    fn speed(&self) -> usb::Speed {
+        self.0.speed()
+    }
+    fn port_path(&self) -> Option<&usb::PortPath> {
+        self.0.port_path()
+    }
+    fn active_configuration(&mut self) -> Result<u8, UsbError> {
+        self.0.active_configuration()
+    }
+    fn set_configuration(&mut self, value: u8) -> Result<(), UsbError> {
+        self.0.set_configuration(value)
+    }
+    fn claim_interface(&mut self, interface: u8) -> Result<(), UsbError> {
+        self.0.claim_interface(interface)
+    }
+    fn release_interface(&mut self, interface: u8) -> Result<(), UsbError> {
+        self.0.release_interface(interface)
+    }
+    fn set_alternate_setting(&mut self, interface: u8, alt: u8) -> Result<(), UsbError> {
+        self.0.set_alternate_setting(interface, alt)
+    }
+    fn control_in(
+        &mut self,
+        setup: usb::Control,
+        length: u16,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, UsbError> {
+        let string = setup.request == 6 && setup.value >> 8 == 3 && setup.value & 0xFF != 0;
+        if string {
+            // "\u{FFFD}%$#" in UTF-16LE: a string, but nothing iBoot would say.
+            return Ok(vec![10, 3, 0xFD, 0xFF, b'%', 0, b'$', 0, b'#', 0]);
+        }
+        self.0.control_in(setup, length, timeout)
+    }
+    fn control_out(
+        &mut self,
+        setup: usb::Control,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, UsbError> {
+        self.0.control_out(setup, data, timeout)
+    }
+    fn bulk_in(&mut self, ep: u8, length: usize, timeout: Duration) -> Result<Vec<u8>, UsbError> {
+        self.0.bulk_in(ep, length, timeout)
+    }
+    fn bulk_out(&mut self, ep: u8, data: &[u8], timeout: Duration) -> Result<usize, UsbError> {
+        self.0.bulk_out(ep, data, timeout)
+    }
+    fn reset(&mut self) -> Result<(), UsbError> {
+        self.0.reset()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_serial_and_a_malformed_descriptor_are_counted_and_the_daemon_goes_on() {
+    let clock: Arc<dyn Clock> = ManualClock::new();
+    // Port 0: recovery (junk serial), port 1: DFU (bad descriptor), port 2: normal, fine.
+    let hub = bench::hub(4, 3, Arc::clone(&clock)).unwrap();
+    let running = Running::start(Arc::new(Garbled {
+        hub: hub.clone(),
+        junk_serial: 0,
+        bad_descriptor: 1,
+    }));
+    running
+        .wait_for("one identified, two failed", |r| {
+            r.entries().count() == 1 && r.counters().identify_failed == 2
+        })
+        .await;
+    assert_eq!(
+        running.entries()[0].key,
+        Key::Ecid(bench::profile(2).unwrap().ecid)
+    );
+    hub.plug(3, bench::phone(3, bench::start_mode(3), &clock).unwrap())
+        .unwrap();
+    running.wait_for("a later phone", present(2)).await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_mode_phone_is_identified_through_restored_and_keeps_a_mux_session() {
+    let clock: Arc<dyn Clock> = ManualClock::new();
+    let bench = bench::BenchSpec::Named(vec![
+        "iPhone10,3:restore".parse().unwrap(),
+        "iPhone14,3:normal".parse().unwrap(),
+    ]);
+    let hub = bench.hub(1, Arc::clone(&clock)).unwrap();
+    let restore_ecid = hub.with_phone(0, |p| p.profile().ecid).unwrap();
+    let running = Running::start(Arc::new(hub.clone()));
+    running.wait_for("both phones", present(2)).await;
+    let entry = running
+        .shared
+        .registry()
+        .get(&Key::Ecid(restore_ecid))
+        .cloned()
+        .expect("the restore-mode phone, keyed by the ECID restored gave");
+    assert_eq!(entry.mode, Mode::Restore);
+    assert_eq!(entry.identity.product_type.as_deref(), Some("iPhone10,3"));
+    assert_eq!(entry.port.as_ref(), hub.port_path(0));
+    // Both usbmux phones keep their mux session for the usbmuxd socket.
+    let sessions = running.shared.sessions().len();
+    assert_eq!(sessions, 2);
+    running.stop().await;
+}
