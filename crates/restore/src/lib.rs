@@ -10,6 +10,9 @@
 //!   generation (iBSS comes back in recovery before A12, in DFU from A12 on), and the steps
 //!   from normal, recovery or DFU mode to the restore ramdisk and back to iOS.
 //! - [`phase`]: what a restore waits for, and the one table of deadlines.
+//! - [`restored`]: restored's message loop, typed (data requests, progress, the final
+//!   status), and the host's answers.
+//! - [`asr`]: ASR framing and the host's side of the OS image stream.
 //!
 //! ```
 //! use ipsw::manifest::{BuildManifest, RestoreBehavior};
@@ -43,5 +46,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod asr;
 pub mod phase;
 pub mod plan;
+pub mod restored;

@@ -1,5 +1,6 @@
 //! ASR (Apple Software Restore) on port 12345 in restore mode: how the OS image reaches the
-//! phone. This module owns the ASR framing (both sides use it) and the device-side sink.
+//! phone. The framing is `restore::asr`'s (re-exported here); this module owns the
+//! device-side sink.
 //!
 //! - Framing ([`encode`], [`AsrReader`]): ASR plists are XML and carry no length prefix: a
 //!   plist ends with its closing `</plist>` line (`</plist>\n`). Between plists the same stream
@@ -29,120 +30,9 @@
 use plist::{Dictionary, Value};
 use sha1::{Digest, Sha1};
 
-/// Checksum chunk size every host sends (and the default).
-pub const CHUNK_SIZE: usize = 131072;
-/// SHA-1 length after each chunk.
-pub const CHECKSUM_LEN: usize = 20;
-/// Largest plist accepted before its closing line.
-pub const MAX_PLIST_LEN: usize = 64 * 1024;
-/// Largest `Checksum Chunk Size` accepted.
-pub const MAX_CHUNK_SIZE: usize = 1 << 20;
-/// The line that ends every ASR plist.
-pub const END_LINE: &[u8] = b"</plist>\n";
-
-/// A plist that cannot be framed or read.
-#[derive(Debug, thiserror::Error)]
-pub enum AsrError {
-    /// No closing `</plist>` line within the limit.
-    #[error("ASR stream holds {buffered} bytes without a closing </plist> line (limit {max})")]
-    TooLong {
-        /// Bytes buffered.
-        buffered: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The framed bytes are not a plist dictionary.
-    #[error("ASR plist ({len} bytes) does not decode: {source}")]
-    Invalid {
-        /// Frame length.
-        len: usize,
-        /// What the decoder said.
-        #[source]
-        source: lockdown::CodecError,
-    },
-    /// The dictionary could not be written.
-    #[error("ASR plist does not encode: {0}")]
-    Encode(#[from] plist::Error),
-}
-
-/// Encodes one ASR plist: XML ending with the `</plist>` line.
-pub fn encode(dict: &Dictionary) -> Result<Vec<u8>, AsrError> {
-    let mut out = Vec::new();
-    Value::Dictionary(dict.clone()).to_writer_xml(&mut out)?;
-    while out.last().is_some_and(|b| b.is_ascii_whitespace()) {
-        out.pop();
-    }
-    out.push(b'\n');
-    Ok(out)
-}
-
-/// Cuts an ASR byte stream into plists and raw runs (sans-IO).
-#[derive(Debug, Default, Clone)]
-pub struct AsrReader {
-    buf: Vec<u8>,
-    scanned: usize,
-}
-
-impl AsrReader {
-    /// An empty reader.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Bytes that arrived.
-    pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-    }
-
-    /// Bytes held.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// The next plist, if its closing line is in. Fails on a plist that does not decode and
-    /// on more than [`MAX_PLIST_LEN`] bytes without a closing line.
-    pub fn next_plist(&mut self) -> Result<Option<Dictionary>, AsrError> {
-        let from = self.scanned.saturating_sub(END_LINE.len());
-        let found = self
-            .buf
-            .get(from..)
-            .and_then(|tail| tail.windows(END_LINE.len()).position(|w| w == END_LINE));
-        let Some(pos) = found else {
-            self.scanned = self.buf.len();
-            if self.buf.len() > MAX_PLIST_LEN {
-                return Err(AsrError::TooLong {
-                    buffered: self.buf.len(),
-                    max: MAX_PLIST_LEN,
-                });
-            }
-            return Ok(None);
-        };
-        let end = from + pos + END_LINE.len();
-        if end > MAX_PLIST_LEN {
-            return Err(AsrError::TooLong {
-                buffered: end,
-                max: MAX_PLIST_LEN,
-            });
-        }
-        let frame: Vec<u8> = self.buf.drain(..end).collect();
-        self.scanned = 0;
-        lockdown::decode_dictionary(&frame)
-            .map(Some)
-            .map_err(|source| AsrError::Invalid {
-                len: frame.len(),
-                source,
-            })
-    }
-
-    /// Exactly `n` raw bytes, once they are all in.
-    pub fn take(&mut self, n: usize) -> Option<Vec<u8>> {
-        if self.buf.len() < n {
-            return None;
-        }
-        self.scanned = 0;
-        Some(self.buf.drain(..n).collect())
-    }
-}
+pub use restore::asr::{
+    encode, AsrError, AsrReader, CHECKSUM_LEN, CHUNK_SIZE, END_LINE, MAX_CHUNK_SIZE, MAX_PLIST_LEN,
+};
 
 /// Why the sink refused the stream: what a real phone reports as an ASR failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

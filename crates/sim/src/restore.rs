@@ -64,21 +64,8 @@ pub const STATUS_DATA_REFUSED: i64 = 14;
 /// Final status when the image is short or too long.
 pub const STATUS_VERIFY_FAILED: i64 = -1;
 
-/// `ProgressMsg` operations the simulator reports (restored's numbering).
-pub mod operation {
-    /// Creating the partition map.
-    pub const CREATE_PARTITION_MAP: u64 = 11;
-    /// Creating the filesystem.
-    pub const CREATE_FILESYSTEM: u64 = 12;
-    /// Restoring the OS image (ASR).
-    pub const RESTORE_IMAGE: u64 = 13;
-    /// Verifying the restore.
-    pub const VERIFY_RESTORE: u64 = 14;
-    /// Flashing firmware (NOR).
-    pub const FLASH_FIRMWARE: u64 = 18;
-    /// Updating the baseband.
-    pub const UPDATE_BASEBAND: u64 = 19;
-}
+/// `ProgressMsg` operations (restored's numbering, shared with the host side).
+pub use restore::restored::operation;
 
 /// What restored asks the host for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,16 +101,9 @@ impl DataType {
     }
 
     /// The key of the host's answer that carries the data (`None`: the answer may be empty,
-    /// or the data goes over ASR).
+    /// or the data goes over ASR): the host side's table.
     pub fn reply_key(self) -> Option<&'static str> {
-        match self {
-            DataType::RootTicket => Some("RootTicketData"),
-            DataType::KernelCache => Some("KernelCacheFile"),
-            DataType::DeviceTree => Some("DeviceTreeFile"),
-            DataType::NorData => Some("LlbImageData"),
-            DataType::BasebandData => Some("BasebandData"),
-            DataType::SystemImageData | DataType::FdrTrustData => None,
-        }
+        restore::restored::DataType::from_name(self.name()).reply_key()
     }
 
     /// By wire name.
