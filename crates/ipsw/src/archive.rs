@@ -372,6 +372,34 @@ impl Archive {
         self.index.get(name).and_then(|&i| self.members.get(i))
     }
 
+    /// A streaming reader of member `name`'s inflated bytes, read straight from `src` (no
+    /// copy of the member anywhere): what ASR streams a multi-gigabyte OS image from. The
+    /// reader fails with `InvalidData` if the member inflates to another size than declared.
+    pub fn member_reader<'a, R: ReadAt + ?Sized>(
+        &self,
+        src: &'a R,
+        name: &str,
+    ) -> Result<MemberReader<'a, R>, Error> {
+        let m = self.member(name).ok_or_else(|| Error::NoSuchMember {
+            name: name.to_owned(),
+        })?;
+        let window = Window {
+            src,
+            pos: m.data_offset,
+            end: m.data_end(),
+        };
+        let inner = match m.method {
+            Method::Stored => Inner::Stored(window),
+            Method::Deflated => Inner::Deflated(Box::new(flate2::read::DeflateDecoder::new(
+                std::io::BufReader::with_capacity(64 << 10, window),
+            ))),
+        };
+        Ok(MemberReader {
+            inner,
+            left: m.uncompressed_size,
+        })
+    }
+
     /// Read one (small) member whole, inflating and checking its CRC; refuses members larger
     /// than `limit`.
     pub fn read_member<R: ReadAt + ?Sized>(
@@ -435,6 +463,78 @@ impl Archive {
             });
         }
         Ok(data)
+    }
+}
+
+/// A window of a [`ReadAt`] source, read in order.
+struct Window<'a, R: ?Sized> {
+    src: &'a R,
+    pos: u64,
+    end: u64,
+}
+
+impl<R: ReadAt + ?Sized> Read for Window<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_sub(self.pos);
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let Some(dst) = buf.get_mut(..n) else {
+            return Ok(0);
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        self.src.read_exact_at(dst, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+enum Inner<'a, R: ?Sized> {
+    Stored(Window<'a, R>),
+    Deflated(Box<flate2::read::DeflateDecoder<std::io::BufReader<Window<'a, R>>>>),
+}
+
+/// The inflated bytes of one member, streamed (see [`Archive::member_reader`]).
+pub struct MemberReader<'a, R: ?Sized> {
+    inner: Inner<'a, R>,
+    left: u64,
+}
+
+impl<R: ?Sized> std::fmt::Debug for MemberReader<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberReader")
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: ?Sized> MemberReader<'_, R> {
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+}
+
+impl<R: ReadAt + ?Sized> Read for MemberReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let Some(dst) = buf.get_mut(..want) else {
+            return Ok(0);
+        };
+        let n = match &mut self.inner {
+            Inner::Stored(w) => w.read(dst)?,
+            Inner::Deflated(d) => d.read(dst)?,
+        };
+        if n == 0 && want > 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("member ends {} bytes short of its declared size", self.left),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
