@@ -335,6 +335,71 @@ pub fn received_final_status() -> Dictionary {
     d
 }
 
+/// The raw `BuildIdentities` entry of `manifest` (BuildManifest.plist's bytes) that is
+/// `identity`: restored wants it verbatim in `RestoreOptions.BuildIdentityDict`.
+pub fn identity_dict(
+    manifest: &[u8],
+    identity: &ipsw::manifest::BuildIdentity,
+) -> Option<Dictionary> {
+    let root = Value::from_reader(std::io::Cursor::new(manifest)).ok()?;
+    let hex = |d: &Dictionary, k: &str| {
+        d.get(k).and_then(|v| match v {
+            Value::String(s) => ipsw::manifest::parse_int(s),
+            Value::Integer(i) => i.as_unsigned(),
+            _ => None,
+        })
+    };
+    root.as_dictionary()?
+        .get("BuildIdentities")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_dictionary)
+        .find(|d| {
+            let info = d.get("Info").and_then(Value::as_dictionary);
+            let text = |k: &str| info.and_then(|i| i.get(k)).and_then(Value::as_string);
+            hex(d, "ApChipID") == Some(u64::from(identity.ap_chip_id))
+                && hex(d, "ApBoardID") == Some(u64::from(identity.ap_board_id))
+                && text("RestoreBehavior") == Some(identity.info.restore_behavior.as_str())
+                && text("Variant") == Some(identity.info.variant.as_str())
+        })
+        .cloned()
+}
+
+/// `RestoreOptions` for `StartRestore`: the keys the references send, the build identity
+/// verbatim, and `ProductVersion` (the virtual phone reads it to report the new iOS).
+pub fn restore_options(
+    identity: Dictionary,
+    product_version: &str,
+    behavior: ipsw::manifest::RestoreBehavior,
+    update_baseband: bool,
+    uuid: &str,
+) -> Dictionary {
+    let erase = behavior == ipsw::manifest::RestoreBehavior::Erase;
+    let mut d = Dictionary::new();
+    let mut put = |k: &str, v: Value| {
+        d.insert(k.into(), v);
+    };
+    put("AutoBootDelay", Value::from(0u64));
+    put("BootImageType", "UserOrInternal".into());
+    put("BuildIdentityDict", Value::Dictionary(identity));
+    put("CreateFilesystemPartitions", erase.into());
+    put("DFUFileType", "RELEASE".into());
+    put("DataImage", false.into());
+    put("FirmwareDirectory", ".".into());
+    put("FlashNOR", true.into());
+    put("KernelCacheType", "Release".into());
+    put("NORImageType", "production".into());
+    put("PersonalizedDuringPreflight", true.into());
+    put("ProductVersion", product_version.into());
+    put("RestoreBundlePath", "/tmp/Per2.tmp".into());
+    put("RootToInstall", false.into());
+    put("SystemImage", true.into());
+    put("SystemImageType", "User".into());
+    put("UUID", uuid.into());
+    put("UpdateBaseband", update_baseband.into());
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +462,31 @@ mod tests {
             let m = fill_fields(m);
             prop_assert_eq!(Message::parse(m.to_dictionary()).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn restore_options_carry_the_identity_and_the_behavior() {
+        let mut identity = Dictionary::new();
+        identity.insert("ApChipID".into(), "0x8110".into());
+        let o = restore_options(
+            identity.clone(),
+            "15.4.1",
+            ipsw::manifest::RestoreBehavior::Update,
+            false,
+            "00000000-0000-0000-0000-000000000001",
+        );
+        assert_eq!(
+            o.get("BuildIdentityDict"),
+            Some(&Value::Dictionary(identity))
+        );
+        assert_eq!(
+            o.get("CreateFilesystemPartitions"),
+            Some(&Value::from(false))
+        );
+        assert_eq!(
+            o.get("ProductVersion").and_then(Value::as_string),
+            Some("15.4.1")
+        );
     }
 
     #[test]

@@ -243,3 +243,37 @@ fn real_manifests_plan_for_their_devices() {
         }
     }
 }
+
+#[test]
+fn the_chosen_identity_is_found_verbatim_in_the_manifest() {
+    let dir = std::env::temp_dir().join(format!("restore-identity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("synth.ipsw");
+    let profile = ipsw::profile::profile("iPhone10,3").unwrap();
+    ipsw::synth::synthesize(
+        profile,
+        &ipsw::synth::SynthOptions { os_size: 64 << 10 },
+        &path,
+    )
+    .unwrap();
+    let (file, archive) = ipsw::archive::Archive::open(&path).unwrap();
+    let bytes = archive
+        .read_member(&file, "BuildManifest.plist", 16 << 20)
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let manifest = BuildManifest::from_bytes(&bytes).unwrap();
+    for behavior in [RestoreBehavior::Erase, RestoreBehavior::Update] {
+        let plan = Plan::new(target("iPhone10,3", StartMode::Dfu), &manifest, behavior).unwrap();
+        let raw = restore::restored::identity_dict(&bytes, &plan.identity).unwrap();
+        let info = raw
+            .get("Info")
+            .and_then(plist::Value::as_dictionary)
+            .unwrap();
+        assert_eq!(
+            info.get("RestoreBehavior")
+                .and_then(plist::Value::as_string),
+            Some(behavior.as_str())
+        );
+        assert!(raw.get("Manifest").is_some());
+    }
+}
