@@ -110,6 +110,13 @@ impl Link {
         self.core.send_capacity(conn)
     }
 
+    /// Bytes sent on `conn` that the device has not acknowledged yet: queued here, or on
+    /// their way. A connection is closed gracefully once this is 0, since [`Link::close`]
+    /// (an RST, as usbmux has no FIN) drops what is still queued.
+    pub fn unacknowledged(&self, conn: ConnId) -> Result<usize, StreamError> {
+        self.core.unacknowledged(conn)
+    }
+
     /// Up to `max` received bytes (`Ok(None)` when none are waiting, and always when `max`
     /// is 0: nothing is read then). Reading is what acknowledges data to the device, which
     /// opens its window again.

@@ -1265,6 +1265,16 @@ impl Core {
             .unwrap_or(0))
     }
 
+    pub(crate) fn unacknowledged(&self, id: ConnId) -> Result<usize, StreamError> {
+        self.lookup(id)?;
+        Ok(self
+            .conns
+            .get(&id)
+            .filter(|c| c.state != ConnState::Closed)
+            .map(|c| c.queue.len() + c.snd_nxt.wrapping_sub(c.snd_una) as usize)
+            .unwrap_or(0))
+    }
+
     pub(crate) fn read(&mut self, id: ConnId, max: usize) -> Result<Option<Bytes>, StreamError> {
         self.lookup(id)?;
         let window = self.config.recv_window;

@@ -756,3 +756,41 @@ fn a_new_host_version_restarts_the_phone_mux() {
     b.pump();
     assert_eq!(read_all_phone(&mut b.phone, d), b"again");
 }
+
+#[test]
+fn unacknowledged_counts_queued_and_in_flight_bytes_until_the_device_acks() {
+    let mut b = Bench::ready();
+    let (h, d) = b.connect();
+    assert_eq!(b.host.unacknowledged(h).unwrap(), 0);
+    let data = pattern(300_000, 3);
+    let mut sent = 0;
+    while sent < data.len() {
+        let n = b.host.send(h, &data[sent..]).unwrap();
+        if n == 0 {
+            break;
+        }
+        sent += n;
+    }
+    assert_eq!(b.host.unacknowledged(h).unwrap(), sent);
+    // The phone reads (which acknowledges), the host sends the rest as the window opens.
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        b.pump();
+        got.extend(read_all_phone(&mut b.phone, d));
+        b.advance(Duration::from_millis(50));
+        b.pump();
+        if sent < data.len() {
+            sent += b.host.send(h, &data[sent..]).unwrap();
+        }
+        if got.len() == data.len() && b.host.unacknowledged(h).unwrap() == 0 {
+            break;
+        }
+    }
+    assert_eq!(got, data);
+    assert_eq!(b.host.unacknowledged(h).unwrap(), 0);
+    b.host.close(h).unwrap();
+    assert!(
+        b.host.unacknowledged(h).is_err(),
+        "a closed connection is gone"
+    );
+}

@@ -14,6 +14,7 @@ pub mod identify;
 pub mod merged;
 pub mod muxd;
 pub mod registry;
+pub mod restoring;
 pub mod session;
 #[cfg(test)]
 mod tests;

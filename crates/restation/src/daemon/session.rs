@@ -290,7 +290,27 @@ impl Pump {
         }
     }
 
-    /// Closes `conn` (a courtesy: errors are ignored).
+    /// Waits until everything sent on `conn` is acknowledged (usbmux closes with an RST,
+    /// which drops what is still queued), then closes it. The phone closing first is fine.
+    pub fn finish(&mut self, conn: ConnId, timeout: Duration) -> Result<(), SessionError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.link.unacknowledged(conn) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if Instant::now() > deadline => {
+                    return Err(SessionError::Stalled {
+                        during: "the phone's acknowledgement of the last bytes",
+                        timeout,
+                    })
+                }
+                Ok(_) => self.step()?,
+            }
+        }
+        self.close(conn);
+        Ok(())
+    }
+
+    /// Closes `conn` at once, dropping what is still queued (errors are ignored).
     pub fn close(&mut self, conn: ConnId) {
         if self.link.close(conn).is_ok() {
             let _ = self.flush();
@@ -789,6 +809,11 @@ impl Server {
             }
         }
         if s.client_done_writing && s.outgoing.is_empty() && !s.closed_by_phone {
+            // usbmux closes with an RST, which drops what is queued: close once the phone
+            // has acknowledged everything (its ACKs wake this loop).
+            if link.unacknowledged(conn).unwrap_or(0) > 0 {
+                return Ok(false);
+            }
             let _ = link.close(conn);
             return Ok(true);
         }
