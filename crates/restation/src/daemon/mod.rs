@@ -11,6 +11,7 @@
 pub mod api;
 pub mod bench;
 pub mod identify;
+pub mod job;
 pub mod merged;
 pub mod muxd;
 pub mod registry;

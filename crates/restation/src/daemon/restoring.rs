@@ -382,6 +382,10 @@ pub trait Personalize {
 
     /// The root ticket (IM4M) for `RootTicket`.
     fn root_ticket(&mut self) -> Result<Vec<u8>, SourceError>;
+
+    /// The phone's nonces as it shows them now (after iBSS they may have changed: a ticket
+    /// for the old ApNonce is then refused by the phone, so a new one is needed).
+    fn nonces(&mut self, nonces: &irecv::serial::Nonces) -> Result<(), SourceError>;
 }
 
 /// restored's data from a staged IPSW: members read straight from the store's file, the OS

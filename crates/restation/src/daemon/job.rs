@@ -1,0 +1,372 @@
+//! One restore, carried out: a [`restore::plan::Plan`]'s steps run against the phone
+//! (blocking; the daemon gives each job a thread of its own).
+//!
+//! Each step talks to the phone as it is now: lockdown `EnterRecovery` over its mux link,
+//! DFU downloads and recovery uploads through `irecv`'s engines, iBoot commands, restored and
+//! ASR through [`super::restoring`]. Between steps the phone leaves and comes back in another
+//! mode: every such wait is [`Phones::wait_for`] the same ECID in the expected mode, with the
+//! phase's deadline from the one table ([`Deadlines`]); nothing sleeps.
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use irecv::dfu::Clock;
+use lockdown::{HostCodec, Request};
+use plist::Dictionary;
+use restore::phase::{AwaitedMode, Deadlines, Phase};
+use restore::plan::{Delivery, Plan, Step};
+use usb::UsbDevice;
+
+use super::restoring::{
+    self, FinalStatus, Personalize, RestoreEvent, RestoreModeError, SourceError, StagedSource,
+};
+use super::session::{Pump, SessionError};
+
+/// How long one iBoot command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long lockdown may take to answer `EnterRecovery`.
+const LOCKDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest boot component read into memory.
+const MAX_COMPONENT: u64 = 256 << 20;
+
+/// Where the phone comes back after it leaves the bus.
+pub trait Phones {
+    /// Waits until the phone `ecid` is on the bus in `mode`, at most `within`, and opens it.
+    fn wait_for(
+        &mut self,
+        ecid: u64,
+        mode: AwaitedMode,
+        within: Duration,
+    ) -> Result<Box<dyn UsbDevice>, WaitError>;
+}
+
+/// A wait that ended without the phone.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The deadline passed.
+    #[error("the phone did not come back in {mode:?} mode within {within:?}")]
+    Deadline {
+        /// The mode awaited.
+        mode: AwaitedMode,
+        /// The deadline.
+        within: Duration,
+    },
+    /// It came back in another mode than expected.
+    #[error("the phone came back in {got} mode instead of {expected:?}")]
+    OtherMode {
+        /// Awaited.
+        expected: AwaitedMode,
+        /// What it is in.
+        got: String,
+    },
+    /// It came back but could not be opened.
+    #[error("the phone came back but cannot be opened: {0}")]
+    Open(#[from] usb::UsbError),
+}
+
+/// What a job reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEvent {
+    /// Step `index` (0-based) of `total` starts.
+    Step {
+        /// Which.
+        index: usize,
+        /// Of.
+        total: usize,
+        /// What it does.
+        text: String,
+        /// The phase it belongs to.
+        phase: Phase,
+    },
+    /// A component going to the phone: fraction sent.
+    Upload {
+        /// The component.
+        component: String,
+        /// 0.0..=1.0.
+        fraction: f64,
+    },
+    /// Restore mode.
+    Restore(RestoreEvent),
+}
+
+/// Why a job stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A wait for the phone failed.
+    #[error("{phase}: {source}")]
+    Wait {
+        /// The waiting phase.
+        phase: Phase,
+        /// Why.
+        source: WaitError,
+    },
+    /// A component could not be read or personalized.
+    #[error("{0}")]
+    Component(#[from] SourceError),
+    /// A DFU download failed.
+    #[error("DFU download of {component}: {source}")]
+    Dfu {
+        /// The component.
+        component: String,
+        /// The engine's error.
+        source: irecv::dfu::DownloadError,
+    },
+    /// A recovery-mode upload or command failed.
+    #[error("recovery mode ({what}): {source}")]
+    Recovery {
+        /// What was being done.
+        what: String,
+        /// The engine's error.
+        source: irecv::recovery::RecoveryError,
+    },
+    /// lockdown (normal mode).
+    #[error("lockdown: {0}")]
+    Lockdown(String),
+    /// The mux link.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// Restore mode.
+    #[error(transparent)]
+    RestoreMode(#[from] RestoreModeError),
+    /// restored's final status was not 0.
+    #[error("restore failed with status {}{}", .0.status, .0.amr_error.map(|a| format!(" (AMRError {a})")).unwrap_or_default())]
+    Failed(FinalStatus),
+    /// The plan ends in a step this runner cannot do with what it was given.
+    #[error("step {0} needs a phone handle and there is none")]
+    NoPhone(String),
+}
+
+impl JobError {
+    /// The phase the failure happened in.
+    pub fn phase(&self, current: Phase) -> Phase {
+        match self {
+            JobError::Wait { phase, .. } => *phase,
+            _ => current,
+        }
+    }
+}
+
+/// What a job needs besides the phone: the staged IPSW, personalization, and restored's
+/// options.
+pub struct Materials<'a> {
+    /// The staged IPSW, opened.
+    pub file: &'a std::fs::File,
+    /// Its layout.
+    pub archive: &'a ipsw::archive::Archive,
+    /// Personalization (tickets and stitched images).
+    pub personalize: &'a mut dyn Personalize,
+    /// `RestoreOptions` for `StartRestore`.
+    pub restore_options: Dictionary,
+}
+
+fn component(plan: &Plan, m: &mut Materials<'_>, name: &str) -> Result<Vec<u8>, SourceError> {
+    let err = |reason: String| SourceError {
+        what: name.to_string(),
+        reason,
+    };
+    let member = plan
+        .identity
+        .component(name)
+        .and_then(|c| c.path.as_deref())
+        .ok_or_else(|| err("not in the build identity".into()))?;
+    let im4p = m
+        .archive
+        .read_member(m.file, member, MAX_COMPONENT)
+        .map_err(|e| err(e.to_string()))?;
+    m.personalize.component(name, im4p)
+}
+
+fn enter_recovery(dev: Box<dyn UsbDevice>) -> Result<(), JobError> {
+    let mut pump = Pump::open(dev)?;
+    let conn = pump.connect(lockdown::PORT, LOCKDOWN_TIMEOUT)?;
+    let mut codec = HostCodec::new().with_label("restation");
+    for request in [Request::QueryType, Request::EnterRecovery] {
+        let name = request.name().to_string();
+        let mut wire = Vec::new();
+        codec
+            .encode_request(&request, &mut wire)
+            .map_err(|e| JobError::Lockdown(e.to_string()))?;
+        pump.send_all(conn, &wire, LOCKDOWN_TIMEOUT)?;
+        loop {
+            if let Some(reply) = codec
+                .poll_reply()
+                .map_err(|e| JobError::Lockdown(e.to_string()))?
+            {
+                lockdown::check_reply(&name, reply)
+                    .map_err(|e| JobError::Lockdown(format!("{name}: {e}")))?;
+                break;
+            }
+            match pump.read(conn, LOCKDOWN_TIMEOUT)? {
+                Some(bytes) => codec.receive(&bytes),
+                None => {
+                    return Err(JobError::Lockdown(format!(
+                        "closed before answering {name}"
+                    )))
+                }
+            }
+        }
+    }
+    // The phone reboots into recovery once the reply is out; the next step waits for it.
+    Ok(())
+}
+
+fn upload_recovery(
+    dev: &mut dyn UsbDevice,
+    data: &[u8],
+    component: &str,
+    clock: &dyn Clock,
+    on_event: &mut dyn FnMut(JobEvent),
+) -> Result<(), JobError> {
+    let what = |s: &str| format!("{s} {component}");
+    irecv::recovery::claim_interfaces(dev).map_err(|source| JobError::Recovery {
+        what: what("claiming the interfaces for"),
+        source,
+    })?;
+    irecv::recovery::run_upload_cancellable(
+        dev,
+        data,
+        irecv::recovery::UploadOptions::default(),
+        clock,
+        &mut |p| {
+            on_event(JobEvent::Upload {
+                component: component.to_string(),
+                fraction: p.fraction(),
+            });
+            ControlFlow::Continue(())
+        },
+    )
+    .map_err(|source| JobError::Recovery {
+        what: what("uploading"),
+        source,
+    })?;
+    Ok(())
+}
+
+fn command(dev: &mut dyn UsbDevice, text: &str) -> Result<(), JobError> {
+    let cmd = irecv::recovery::Command::new(text).map_err(|e| JobError::Recovery {
+        what: format!("`{text}`"),
+        source: e.into(),
+    })?;
+    irecv::recovery::send_command(dev, &cmd, COMMAND_TIMEOUT).map_err(|source| {
+        JobError::Recovery {
+            what: format!("`{text}`"),
+            source,
+        }
+    })?;
+    Ok(())
+}
+
+/// Runs `plan` from `first` (the phone as it is now) to restored's final status 0 and the
+/// phone back in iOS.
+pub fn run(
+    plan: &Plan,
+    first: Box<dyn UsbDevice>,
+    phones: &mut dyn Phones,
+    mut materials: Materials<'_>,
+    deadlines: &Deadlines,
+    clock: &mut dyn Clock,
+    on_event: &mut dyn FnMut(JobEvent),
+) -> Result<FinalStatus, JobError> {
+    let total = plan.steps.len();
+    let mut dev: Option<Box<dyn UsbDevice>> = Some(first);
+    let mut status = None;
+    for (index, step) in plan.steps.iter().enumerate() {
+        let phase = match step {
+            Step::Await { phase } => *phase,
+            Step::Restore => Phase::Restore,
+            Step::EnterRecovery => Phase::EnterRecovery,
+            _ => Phase::Upload,
+        };
+        on_event(JobEvent::Step {
+            index,
+            total,
+            text: step.to_string(),
+            phase,
+        });
+        let no_phone = || JobError::NoPhone(step.to_string());
+        match step {
+            Step::EnterRecovery => enter_recovery(dev.take().ok_or_else(no_phone)?)?,
+            Step::Await { phase } => {
+                let mode = phase.awaited_mode().unwrap_or(AwaitedMode::Recovery);
+                // The old handle is for an enumeration that is gone.
+                drop(dev.take());
+                let within = deadlines.of(*phase);
+                dev = Some(
+                    phones
+                        .wait_for(plan.target.ecid, mode, within)
+                        .map_err(|source| JobError::Wait {
+                            phase: *phase,
+                            source,
+                        })?,
+                );
+            }
+            Step::Send {
+                component: name,
+                delivery,
+            } => {
+                let data = component(plan, &mut materials, name)?;
+                let d = dev.as_deref_mut().ok_or_else(no_phone)?;
+                match delivery {
+                    Delivery::Dfu => {
+                        irecv::dfu::run_download(
+                            d,
+                            &data,
+                            irecv::dfu::Options::dfu(),
+                            clock,
+                            &mut |p| {
+                                on_event(JobEvent::Upload {
+                                    component: name.clone(),
+                                    fraction: p.fraction(),
+                                })
+                            },
+                        )
+                        .map_err(|source| JobError::Dfu {
+                            component: name.clone(),
+                            source,
+                        })?;
+                    }
+                    Delivery::Recovery(cmd) => {
+                        upload_recovery(d, &data, name, clock, on_event)?;
+                        command(d, cmd)?;
+                    }
+                }
+            }
+            Step::Command { text } => command(dev.as_deref_mut().ok_or_else(no_phone)?, text)?,
+            Step::RefreshNonce => {
+                let d = dev.as_deref_mut().ok_or_else(no_phone)?;
+                let text = d
+                    .string_descriptor(1, COMMAND_TIMEOUT)
+                    .map_err(|e| SourceError {
+                        what: "the phone's nonces (string descriptor 1)".into(),
+                        reason: e.to_string(),
+                    })?;
+                let nonces = irecv::serial::Nonces::parse(&text).map_err(|e| SourceError {
+                    what: "the phone's nonces".into(),
+                    reason: e.to_string(),
+                })?;
+                materials.personalize.nonces(&nonces)?;
+            }
+            Step::Restore => {
+                let mut pump = Pump::open(dev.take().ok_or_else(no_phone)?)?;
+                let mut source = StagedSource::new(
+                    materials.file,
+                    materials.archive,
+                    &plan.identity,
+                    &mut *materials.personalize,
+                );
+                let done = restoring::run(
+                    &mut pump,
+                    materials.restore_options.clone(),
+                    &mut source,
+                    &mut |e| on_event(JobEvent::Restore(e)),
+                    deadlines,
+                )?;
+                if done.status != 0 {
+                    return Err(JobError::Failed(done));
+                }
+                status = Some(done);
+            }
+        }
+    }
+    status.ok_or_else(|| JobError::NoPhone("restore".into()))
+}
