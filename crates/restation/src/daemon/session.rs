@@ -324,22 +324,22 @@ impl Pump {
         self.events.clear();
         let (tx, rx) = channel::unbounded::<Input>();
         let (wake_tx, wake_rx) = channel::unbounded::<ConnId>();
-        let alive = Arc::new(AtomicBool::new(true));
+        let ended = Arc::new(Ended::default());
         let stop = Arc::new(AtomicBool::new(false));
         let pipe = self.dev.bulk_in_pipe(self.ep_in);
-        let usb_rx = match pipe {
+        let (usb_rx, reader) = match pipe {
             Some(pipe) => {
                 let (usb_tx, usb_rx) = channel::bounded(USB_DEPTH);
                 let stop = Arc::clone(&stop);
-                std::thread::Builder::new()
+                let reader = std::thread::Builder::new()
                     .name(format!("{name}-in"))
                     .spawn(move || read_loop(pipe, &usb_tx, &stop))
                     .map_err(|_| SessionError::Ended)?;
-                Some(usb_rx)
+                (Some(usb_rx), Some(reader))
             }
-            None => None,
+            None => (None, None),
         };
-        let flag = Arc::clone(&alive);
+        let flag = Arc::clone(&ended);
         let span = tracing::Span::current();
         std::thread::Builder::new()
             .name(name)
@@ -353,17 +353,23 @@ impl Pump {
                     usb_rx,
                     conns: HashMap::new(),
                     connecting: Vec::new(),
+                    shutting_down: false,
                 };
                 match server.run() {
                     Ok(()) => tracing::debug!("mux session over"),
                     Err(e) if e.vanished() => tracing::debug!("mux session over: phone left"),
                     Err(e) => tracing::info!(error = %e, "mux session ended"),
                 }
-                flag.store(false, Ordering::Release);
+                // The reader must be gone before anyone else reads the phone.
                 stop.store(true, Ordering::Release);
+                drop(server);
+                if let Some(reader) = reader {
+                    let _ = reader.join();
+                }
+                flag.set();
             })
             .map_err(|_| SessionError::Ended)?;
-        Ok(MuxSession { tx, alive })
+        Ok(MuxSession { tx, ended })
     }
 }
 
@@ -396,6 +402,44 @@ enum Input {
         timeout: Duration,
         reply: oneshot::Sender<Result<Stream, SessionError>>,
     },
+    /// End the session now (a restore takes the phone over).
+    Shutdown,
+}
+
+/// Set once a session's thread and its reader are gone and the phone is released.
+#[derive(Debug, Default)]
+struct Ended {
+    done: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Ended {
+    fn set(&self) {
+        *self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.cv.notify_all();
+    }
+
+    fn is_set(&self) -> bool {
+        *self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wait(&self, within: Duration) -> bool {
+        let guard = self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, within, |done| !*done)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard
+    }
 }
 
 /// A handle on a phone's running mux session. Cheap to clone; the session ends when the
@@ -403,7 +447,7 @@ enum Input {
 #[derive(Debug, Clone)]
 pub struct MuxSession {
     tx: channel::Sender<Input>,
-    alive: Arc<AtomicBool>,
+    ended: Arc<Ended>,
 }
 
 impl MuxSession {
@@ -422,7 +466,15 @@ impl MuxSession {
 
     /// Whether the session still runs.
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+        !self.ended.is_set()
+    }
+
+    /// Ends the session (its connections are reset) and waits, at most `within`, until its
+    /// threads are gone and the phone's interface is released, so that another driver can
+    /// take the phone over. True when it ended in time.
+    pub fn shutdown(&self, within: Duration) -> bool {
+        let _ = self.tx.send(Input::Shutdown);
+        self.ended.wait(within)
     }
 }
 
@@ -516,6 +568,7 @@ struct Server {
     usb_rx: Option<channel::Receiver<Result<Vec<u8>, UsbError>>>,
     conns: HashMap<ConnId, Served>,
     connecting: Vec<Connecting>,
+    shutting_down: bool,
 }
 
 impl Server {
@@ -536,6 +589,14 @@ impl Server {
 
     fn run(&mut self) -> Result<(), SessionError> {
         loop {
+            if self.shutting_down {
+                for conn in self.conns.keys().copied().collect::<Vec<_>>() {
+                    let _ = self.pump.link.close(conn);
+                }
+                self.conns.clear();
+                let _ = self.pump.flush();
+                return Ok(());
+            }
             if self.rx.is_none() && !self.busy() {
                 return Ok(());
             }
@@ -602,6 +663,9 @@ impl Server {
 
     fn on_input(&mut self, input: Input) {
         match input {
+            Input::Shutdown => {
+                self.shutting_down = true;
+            }
             Input::Connect {
                 port,
                 timeout,

@@ -432,3 +432,37 @@ async fn a_restore_mode_phone_is_identified_through_restored_and_keeps_a_mux_ses
     assert_eq!(sessions, 2);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_shut_down_hands_the_phone_over_to_a_new_link() {
+    let clock: Arc<dyn Clock> = ManualClock::new();
+    let bench = bench::BenchSpec::Named(vec!["iPhone14,3:normal".parse().unwrap()]);
+    let hub = bench.hub(1, Arc::clone(&clock)).unwrap();
+    let running = Running::start(Arc::new(hub.clone()));
+    running.wait_for("the phone", present(1)).await;
+    let (device, session) = {
+        let sessions = running.shared.sessions();
+        let (device, session) = sessions
+            .iter()
+            .next()
+            .map(|(d, s)| (*d, s.clone()))
+            .unwrap();
+        (device, session)
+    };
+    assert!(session.is_alive());
+    let ended = tokio::task::spawn_blocking(move || session.shutdown(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(ended, "the session ends and lets go of the phone");
+    // A new link (a restore job's) takes the phone over and lockdown answers on it.
+    let backend = hub.clone();
+    let told = tokio::task::spawn_blocking(move || {
+        let mut pump = super::session::Pump::open(backend.open(device).unwrap()).unwrap();
+        super::identify::ask_lockdown(&mut pump)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(matches!(told, super::identify::Told::Lockdown(_)));
+    running.stop().await;
+}
