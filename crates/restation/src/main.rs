@@ -26,6 +26,8 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// List the phones the daemon sees (or scan once with --direct).
     Devices(cli::devices::DevicesArgs),
+    /// Restore a phone through the daemon, following its progress.
+    Restore(cli::restore::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Ipsw(args) => cli::ipsw::run(&args),
         Command::Serve(args) => cli::serve::run(&args),
         Command::Devices(args) => cli::devices::run(&args),
+        Command::Restore(args) => cli::restore::run(&args),
     };
     match result {
         Ok(code) => code,

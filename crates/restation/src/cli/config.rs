@@ -9,6 +9,8 @@
 //! usbmuxd_socket = "/run/restation/usbmuxd"
 //! # Pair records and SystemConfiguration.plist for that socket.
 //! pair_records = "/var/lib/lockdown"
+//! # The IPSW store restores read from (`restation ipsw stage` fills it).
+//! store = "/var/cache/restation/ipsw"
 //! # Watch real USB (libusb).
 //! usb = true
 //! # A virtual bench beside (or instead of) real USB: N mixed phones, or named ones.
@@ -41,6 +43,8 @@ pub struct Config {
     /// Named virtual phones, `PRODUCT:MODE`.
     #[serde(default)]
     pub sim_profile: Vec<String>,
+    /// The IPSW store restores read from.
+    pub store: Option<PathBuf>,
 }
 
 impl Config {

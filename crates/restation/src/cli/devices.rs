@@ -3,14 +3,12 @@
 //!
 //! Text output is a table: port, mode, model, ECID, speed.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use sim::clock::{Clock, ManualClock};
 use usb::UsbBackend;
@@ -38,9 +36,6 @@ pub struct DevicesArgs {
     usb: bool,
 }
 
-/// How long the daemon may take to answer.
-const API_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub fn run(args: &DevicesArgs) -> anyhow::Result<ExitCode> {
     let entries = if args.direct {
         match args.sim {
@@ -60,7 +55,7 @@ pub fn run(args: &DevicesArgs) -> anyhow::Result<ExitCode> {
                 .socket
                 .unwrap_or_else(api::default_socket_path),
         };
-        let body = get(&socket, "/devices")?;
+        let body = super::http::get(&socket, "/devices")?;
         serde_json::from_slice::<Vec<Entry>>(&body)
             .context("the daemon's /devices answer is not a device list")?
     };
@@ -90,51 +85,6 @@ fn scan(backend: &dyn UsbBackend) -> anyhow::Result<Vec<Entry>> {
         }
     }
     Ok(registry.entries().cloned().collect())
-}
-
-/// `GET path` on the daemon's socket; the body of a 200 answer.
-fn get(socket: &Path, path: &str) -> anyhow::Result<Vec<u8>> {
-    let mut stream = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the daemon at {} (is `restation serve` running?)",
-            socket.display()
-        )
-    })?;
-    stream.set_read_timeout(Some(API_TIMEOUT))?;
-    stream.set_write_timeout(Some(API_TIMEOUT))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: restation\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .context("reading the daemon's answer")?;
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("the daemon's answer has no HTTP header end")?;
-    let (head, body) = answer.split_at(split);
-    let body = body.get(4..).unwrap_or_default().to_vec();
-    let head = String::from_utf8_lossy(head);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .context("the daemon's answer has no HTTP status")?;
-    if head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    }) {
-        bail!("the daemon answered with chunked encoding, which this client does not read");
-    }
-    if status != 200 {
-        bail!(
-            "the daemon answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    Ok(body)
 }
 
 /// The aligned text table, in port order (the way the bench is laid out).

@@ -3,7 +3,9 @@
 
 pub mod config;
 pub mod devices;
+pub mod http;
 pub mod ipsw;
 pub mod irecv;
+pub mod restore;
 pub mod serve;
 pub mod version;

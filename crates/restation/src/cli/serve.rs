@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use sim::clock::{Clock, RealClock};
+use sim::clock::{Clock, RealClock, ScaledClock};
 use tokio::sync::watch;
 use usb::UsbBackend;
 
 use super::config::Config;
 use crate::daemon::bench::{BenchSpec, PhoneSpec};
-use crate::daemon::{self, api, merged, Daemon, Shared};
+use crate::daemon::{self, api, jobs, merged, Daemon, Shared};
 use crate::sdnotify;
 
 #[derive(Debug, Args)]
@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// dfu, port-dfu, restore); repeat for more.
     #[arg(long, value_name = "PRODUCT:MODE")]
     sim_profile: Vec<PhoneSpec>,
+    /// Run the virtual phones N times faster than real time (their reboots and restore
+    /// steps; 1 is real time).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    sim_speed: u32,
     /// Watch real USB (libusb; builds with `--features libusb`); with --sim, both.
     #[arg(long)]
     usb: bool,
@@ -50,6 +54,9 @@ pub struct ServeArgs {
     /// /var/lib/lockdown].
     #[arg(long, value_name = "DIR")]
     pair_records: Option<PathBuf>,
+    /// The IPSW store restores read from [default: $RESTATION_STORE, else the user's cache].
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
 }
 
 /// The settings in force: command line over configuration file over defaults.
@@ -65,6 +72,8 @@ pub struct Settings {
     pub usb: bool,
     /// The virtual bench, if any.
     pub sim: Option<BenchSpec>,
+    /// The IPSW store.
+    pub store: PathBuf,
 }
 
 impl Settings {
@@ -110,6 +119,11 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(daemon::muxd::DEFAULT_PAIR_RECORDS)),
             usb,
             sim,
+            store: args
+                .store
+                .clone()
+                .or_else(|| config.store.clone())
+                .unwrap_or_else(ipsw::store::Store::default_root),
         })
     }
 }
@@ -128,7 +142,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         parts.push(daemon::real_usb()?);
     }
     if let Some(bench) = &settings.sim {
-        let clock: Arc<dyn Clock> = Arc::new(RealClock);
+        let clock: Arc<dyn Clock> = match args.sim_speed {
+            0 | 1 => Arc::new(RealClock),
+            n => Arc::new(ScaledClock::new(n)),
+        };
         // Beside real USB the bench takes a bus of its own.
         let bus = if settings.usb { merged::SIM_BUS } else { 1 };
         let hub = bench
@@ -171,6 +188,20 @@ async fn serve(backend: Arc<dyn UsbBackend>, settings: &Settings) -> anyhow::Res
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
+    // Restores: phones on real USB boot only personalized images, which need a TSS server;
+    // the virtual bench's phones check nothing and take the images as shipped.
+    let personalization: Arc<dyn jobs::Personalization> = if settings.usb {
+        Arc::new(jobs::NoPersonalization)
+    } else {
+        Arc::new(jobs::AsShipped)
+    };
+    shared.enable_jobs(jobs::JobContext {
+        backend: Arc::clone(&backend),
+        store: settings.store.clone(),
+        personalization,
+        deadlines: restore::phase::Deadlines::default(),
+        runtime: tokio::runtime::Handle::current(),
+    });
     let daemon = Daemon::new(backend, Arc::clone(&shared));
     let driver = tokio::spawn(daemon.run(stopped()));
     let server = tokio::spawn(api::serve(listener, Arc::clone(&shared), stopped()));

@@ -6,6 +6,12 @@
 //! - `GET /events`: server-sent events, one `device` event per arrived / mode-changed / left.
 //! - `GET /counters`: ignored, failed, vanished and stale identification counts, refused API
 //!   requests, malformed usbmuxd-socket clients, running mux sessions.
+//! - `POST /jobs` with `{"ecid": "0x…" | "port": "1-1.3", "ipsw": "<id>", "behavior":
+//!   "erase"|"update"}`: starts a restore (201 with the job), or says why not (404 no such
+//!   phone, 409 already restoring, 422 the IPSW does not fit, 503 this daemon runs no
+//!   restores).
+//! - `GET /jobs`, `GET /jobs/{id}`: the jobs; `GET /jobs/events`: server-sent `job` events, the
+//!   job as it is after each change (phase, step, progress, result).
 //!
 //! Requests for anything else, or with an id that is not one, get a 4xx and a log line; the
 //! daemon keeps serving.
@@ -21,7 +27,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use hyper::server::conn::http1;
@@ -103,6 +109,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/devices/{id}", get(device))
         .route("/events", get(events))
         .route("/counters", get(counters))
+        .route("/jobs", post(start_job).get(list_jobs))
+        .route("/jobs/events", get(job_events))
+        .route("/jobs/{id}", get(job))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -192,6 +201,87 @@ async fn device(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>)
         Some(entry) => Json(entry).into_response(),
         None => problem(&shared, StatusCode::NOT_FOUND, format!("no device {key}")),
     }
+}
+
+async fn start_job(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<super::jobs::JobRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(e) => return problem(&shared, StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let Some(ctx) = shared.job_context().cloned() else {
+        return problem(
+            &shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this daemon runs no restores".into(),
+        );
+    };
+    let started = {
+        let shared = Arc::clone(&shared);
+        tokio::task::spawn_blocking(move || super::jobs::start(&shared, &ctx, &request)).await
+    };
+    use super::jobs::StartError as E;
+    match started {
+        Ok(Ok(id)) => match shared.jobs().get(id) {
+            Some(job) => (StatusCode::CREATED, Json(job)).into_response(),
+            None => problem(
+                &shared,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "job lost".into(),
+            ),
+        },
+        Ok(Err(e)) => {
+            let status = match &e {
+                E::NoPhone(_) => StatusCode::NOT_FOUND,
+                E::Busy(..) => StatusCode::CONFLICT,
+                E::Target | E::Behavior(_) => StatusCode::BAD_REQUEST,
+                E::Takeover(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            problem(&shared, status, e.to_string())
+        }
+        Err(_) => problem(
+            &shared,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the job's start failed".into(),
+        ),
+    }
+}
+
+async fn list_jobs(State(shared): State<Arc<Shared>>) -> Json<Vec<super::jobs::JobRecord>> {
+    Json(shared.jobs().list())
+}
+
+async fn job(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
+    match id.parse::<u64>().ok().and_then(|id| shared.jobs().get(id)) {
+        Some(job) => Json(job).into_response(),
+        None => {
+            let shown: String = id.chars().take(32).collect();
+            problem(&shared, StatusCode::NOT_FOUND, format!("no job {shown:?}"))
+        }
+    }
+}
+
+async fn job_events(
+    State(shared): State<Arc<Shared>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = shared.jobs().subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let sse = match rx.recv().await {
+            Ok(update) => SseEvent::default()
+                .event("job")
+                .json_data(&update.job)
+                .unwrap_or_else(|_| SseEvent::default().comment("unencodable event")),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                SseEvent::default().event("lagged").data(n.to_string())
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(sse), rx))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// What `/counters` shows.

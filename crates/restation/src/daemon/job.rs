@@ -62,6 +62,9 @@ pub enum WaitError {
     /// It came back but could not be opened.
     #[error("the phone came back but cannot be opened: {0}")]
     Open(#[from] usb::UsbError),
+    /// It came back but its mux session would not let go of it.
+    #[error("the phone came back but cannot be taken over: {0}")]
+    Takeover(String),
 }
 
 /// What a job reports as it goes.

@@ -12,6 +12,7 @@ pub mod api;
 pub mod bench;
 pub mod identify;
 pub mod job;
+pub mod jobs;
 pub mod merged;
 pub mod muxd;
 pub mod registry;
@@ -76,6 +77,10 @@ pub struct Shared {
     usbmuxd_malformed: AtomicU64,
     /// The running mux session of each usbmux-mode phone on the bus.
     sessions: Mutex<HashMap<DeviceId, MuxSession>>,
+    /// Restore jobs.
+    jobs: jobs::Jobs,
+    /// How to start jobs (set by the daemon that can run them).
+    job_context: std::sync::OnceLock<jobs::JobContext>,
 }
 
 impl Default for Shared {
@@ -87,6 +92,8 @@ impl Default for Shared {
             api_refused: AtomicU64::new(0),
             usbmuxd_malformed: AtomicU64::new(0),
             sessions: Mutex::new(HashMap::new()),
+            jobs: jobs::Jobs::default(),
+            job_context: std::sync::OnceLock::new(),
         }
     }
 }
@@ -109,6 +116,35 @@ impl Shared {
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The restore jobs.
+    pub fn jobs(&self) -> &jobs::Jobs {
+        &self.jobs
+    }
+
+    /// Lets this daemon run restore jobs (once; later calls are ignored).
+    pub fn enable_jobs(&self, ctx: jobs::JobContext) {
+        let _ = self.job_context.set(ctx);
+    }
+
+    /// How jobs are started, when they can be.
+    pub fn job_context(&self) -> Option<&jobs::JobContext> {
+        self.job_context.get()
+    }
+
+    /// Waits until `found` gives something for the registry (checked after every change).
+    pub async fn wait_for_entry<T>(&self, mut found: impl FnMut(&Registry) -> Option<T>) -> T {
+        let mut rx = self.version.subscribe();
+        loop {
+            if let Some(t) = found(&self.registry()) {
+                return t;
+            }
+            if rx.changed().await.is_err() {
+                // The daemon is going away: nothing will change any more.
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Live events (arrived, mode-changed, left).
