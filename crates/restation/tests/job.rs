@@ -4,20 +4,19 @@
 //! and the phone ending in iOS with the synthetic IPSW's build.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use ipsw::manifest::{BuildManifest, RestoreBehavior};
+use restation::daemon::bench::HubPhones;
 use restation::daemon::identify::{ask_lockdown, Told};
-use restation::daemon::job::{self, JobEvent, Materials, Phones, WaitError};
+use restation::daemon::job::{self, JobEvent, Materials};
 use restation::daemon::restoring::{Personalize, SourceError};
 use restation::daemon::session::Pump;
-use restore::phase::{AwaitedMode, Deadlines, Phase};
+use restore::phase::{Deadlines, Phase};
 use restore::plan::{Plan, StartMode, Target};
 use sim::clock::{Clock, ManualClock};
 use sim::hub::VirtualHub;
 use sim::phone::{Mode, Options, Phone, RecoveryStage};
 use sim::profile::{DfuStage, Profile};
-use usb::{UsbBackend, UsbDevice};
 
 struct AsIs {
     nonces_seen: usize,
@@ -34,65 +33,6 @@ impl Personalize for AsIs {
         assert!(nonces.ap_nonce.is_some(), "the phone shows its ApNonce");
         self.nonces_seen += 1;
         Ok(())
-    }
-}
-
-/// The virtual bus: waiting is running the hub's clock until the phone is back.
-struct HubPhones {
-    hub: VirtualHub,
-    port: usize,
-}
-
-fn matches(mode: Mode, awaited: AwaitedMode) -> bool {
-    matches!(
-        (mode, awaited),
-        (Mode::Normal, AwaitedMode::Normal)
-            | (Mode::Recovery(_), AwaitedMode::Recovery)
-            | (Mode::Dfu(_), AwaitedMode::Dfu)
-            | (Mode::Restore, AwaitedMode::Restore)
-    )
-}
-
-impl HubPhones {
-    fn open(&self) -> Box<dyn UsbDevice> {
-        let path = self.hub.port_path(self.port).cloned();
-        let info = self
-            .hub
-            .devices()
-            .unwrap()
-            .into_iter()
-            .find(|d| d.port_path == path)
-            .unwrap();
-        self.hub.open(info.id).unwrap()
-    }
-}
-
-impl Phones for HubPhones {
-    fn wait_for(
-        &mut self,
-        ecid: u64,
-        mode: AwaitedMode,
-        within: Duration,
-    ) -> Result<Box<dyn UsbDevice>, WaitError> {
-        let back = self.hub.run_port_until(self.port, within, |p| {
-            p.is_on_bus() && p.profile().ecid == ecid && matches(p.mode(), mode)
-        });
-        if !back {
-            return Err(WaitError::Deadline { mode, within });
-        }
-        Ok(self.open())
-    }
-}
-
-/// irecv's engines wait on the hub's clock.
-struct HubClock(Arc<dyn Clock>);
-
-impl irecv::dfu::Clock for HubClock {
-    fn now(&self) -> Instant {
-        self.0.now()
-    }
-    fn wait_until(&mut self, instant: Instant) {
-        self.0.advance_to(instant);
     }
 }
 
@@ -173,7 +113,7 @@ fn restore_from(product_type: &str, start: Mode, plan_mode: StartMode, ipsw: &St
         hub: hub.clone(),
         port: 0,
     };
-    let first = phones.open();
+    let first = phones.open().unwrap();
     let mut phases = Vec::new();
     let status = job::run(
         &plan,
@@ -186,7 +126,7 @@ fn restore_from(product_type: &str, start: Mode, plan_mode: StartMode, ipsw: &St
             restore_options,
         },
         &Deadlines::default(),
-        &mut HubClock(Arc::clone(&clock)),
+        &mut sim::clock::DriverClock(Arc::clone(&clock)),
         &mut |e| {
             if let JobEvent::Step { phase, .. } = e {
                 if phases.last() != Some(&phase) {
@@ -206,7 +146,7 @@ fn restore_from(product_type: &str, start: Mode, plan_mode: StartMode, ipsw: &St
     assert_eq!(phases.last(), Some(&Phase::FinalReboot));
 
     // The phone runs iOS again, with the IPSW's build.
-    let mut pump = Pump::open(phones.open()).unwrap();
+    let mut pump = Pump::open(phones.open().unwrap()).unwrap();
     let Told::Lockdown(values) = ask_lockdown(&mut pump).unwrap() else {
         panic!("{product_type} from {plan_mode}: not back in iOS");
     };

@@ -125,6 +125,68 @@ impl BenchSpec {
     }
 }
 
+/// Waiting for a phone on a virtual hub: running the hub's clock on that port until the phone
+/// is back in the awaited mode (a restore job's [`super::job::Phones`] without a daemon: the
+/// benchmarks, and tests of whole restores).
+#[derive(Clone)]
+pub struct HubPhones {
+    /// The hub.
+    pub hub: VirtualHub,
+    /// The phone's port.
+    pub port: usize,
+}
+
+impl std::fmt::Debug for HubPhones {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubPhones")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+fn mode_is(mode: Mode, awaited: restore::phase::AwaitedMode) -> bool {
+    use restore::phase::AwaitedMode as A;
+    matches!(
+        (mode, awaited),
+        (Mode::Normal, A::Normal)
+            | (Mode::Recovery(_), A::Recovery)
+            | (Mode::Dfu(_), A::Dfu)
+            | (Mode::Restore, A::Restore)
+    )
+}
+
+impl HubPhones {
+    /// The phone on the port, opened.
+    pub fn open(&self) -> Result<Box<dyn usb::UsbDevice>, usb::UsbError> {
+        use usb::UsbBackend;
+        let path = self.hub.port_path(self.port).cloned();
+        let info = self
+            .hub
+            .devices()?
+            .into_iter()
+            .find(|d| d.port_path == path)
+            .ok_or_else(|| usb::UsbError::new(usb::ErrorKind::NoDevice, usb::Operation::Open))?;
+        self.hub.open(info.id)
+    }
+}
+
+impl super::job::Phones for HubPhones {
+    fn wait_for(
+        &mut self,
+        ecid: u64,
+        mode: restore::phase::AwaitedMode,
+        within: std::time::Duration,
+    ) -> Result<Box<dyn usb::UsbDevice>, super::job::WaitError> {
+        let back = self.hub.run_port_until(self.port, within, |p| {
+            p.is_on_bus() && p.profile().ecid == ecid && mode_is(p.mode(), mode)
+        });
+        if !back {
+            return Err(super::job::WaitError::Deadline { mode, within });
+        }
+        Ok(self.open()?)
+    }
+}
+
 /// Why the virtual bench could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {

@@ -1,0 +1,228 @@
+//! What a restore costs beyond moving its bytes: whole restores of virtual phones (real
+//! clock, USB 2.0 high-speed link rate), each phone's mode changes made instant, so that the
+//! wall time is the bytes on the link plus restation's own overhead (protocol round trips,
+//! waits for re-enumeration, personalization, its CPU). The peer figure, from the same run, is
+//! the pure transfer time of the same bytes at the link's rate (what the phone says it moved,
+//! divided by the rate). Target: overhead under 2 %.
+//!
+//! Then 8 phones at once, one job thread each: wall time, CPU seconds and peak RSS of the
+//! process per concurrent restore (the virtual phones run in the same process, so these
+//! figures include them).
+//!
+//! Run: `cargo bench -p restation --bench restore` (printed, never asserted).
+//! `RESTORE_BENCH_OS=64M` sets the OS image size (default 64M).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipsw::manifest::{BuildManifest, RestoreBehavior};
+use restation::daemon::bench::HubPhones;
+use restation::daemon::job::{self, Materials};
+use restation::daemon::jobs::AsShipped;
+use restore::phase::Deadlines;
+use restore::plan::{Plan, StartMode, Target};
+use sim::clock::{Clock, DriverClock, RealClock};
+use sim::hub::VirtualHub;
+use sim::phone::{link_rate, Mode, Options, Phone, Timings};
+use sim::profile::{DfuStage, Profile};
+
+struct Staged {
+    _dir: Dir,
+    path: std::path::PathBuf,
+    manifest_bytes: Vec<u8>,
+    manifest: BuildManifest,
+}
+
+struct Dir(std::path::PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn staged(product_type: &str, os_size: u64) -> Staged {
+    let dir = std::env::temp_dir().join(format!("restation-bench-restore-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("synth.ipsw");
+    let profile = ipsw::profile::profile(product_type).expect("profile");
+    ipsw::synth::synthesize(profile, &ipsw::synth::SynthOptions { os_size }, &path)
+        .expect("synthesize");
+    let (file, archive) = ipsw::archive::Archive::open(&path).expect("open");
+    let manifest_bytes = archive
+        .read_member(&file, "BuildManifest.plist", 16 << 20)
+        .expect("manifest");
+    let manifest = BuildManifest::from_bytes(&manifest_bytes).expect("parse");
+    Staged {
+        _dir: Dir(dir),
+        path,
+        manifest_bytes,
+        manifest,
+    }
+}
+
+/// Mode changes as fast as the bus allows: the bench measures restation, not the phone.
+fn instant_timings() -> Timings {
+    Timings {
+        after_dfu: Duration::ZERO,
+        after_go: Duration::ZERO,
+        after_bootx: Duration::ZERO,
+        after_reboot: Duration::ZERO,
+        after_enter_recovery: Duration::ZERO,
+        restore_step: Duration::ZERO,
+        dfu_block_busy: Duration::ZERO,
+        ..Timings::default()
+    }
+}
+
+/// One restore from DFU; wall time and the bytes the phone moved.
+fn restore_one(
+    ipsw: &Staged,
+    port: usize,
+    hub: &VirtualHub,
+    clock: &Arc<dyn Clock>,
+) -> (Duration, u64) {
+    let product_type = "iPhone14,3";
+    let profile = Profile::for_product_type(product_type, 900 + port as u64).expect("profile");
+    let options = Options {
+        start: Mode::Dfu(DfuStage::SecureRom),
+        timings: instant_timings(),
+        ..Options::default()
+    };
+    hub.plug(port, Phone::new(profile.clone(), options, clock.now()))
+        .expect("plug");
+    let plan = Plan::new(
+        Target {
+            ecid: profile.ecid,
+            chip_id: profile.chip_id,
+            board_id: profile.board_id,
+            product_type: Some(product_type.into()),
+            mode: StartMode::Dfu,
+        },
+        &ipsw.manifest,
+        RestoreBehavior::Erase,
+    )
+    .expect("plan");
+    let restore_options = restore::restored::restore_options(
+        restore::restored::identity_dict(&ipsw.manifest_bytes, &plan.identity).expect("identity"),
+        &plan.product_version,
+        plan.behavior,
+        profile.imei.is_some(),
+        "6F1E2D3C-0000-4000-8000-00000000BE0C",
+    );
+    let (file, archive) = ipsw::archive::Archive::open(&ipsw.path).expect("open");
+    let mut phones = HubPhones {
+        hub: hub.clone(),
+        port,
+    };
+    let first = phones.open().expect("the phone");
+    let mut personalize = AsShipped;
+    let started = Instant::now();
+    let mut marks: Vec<(String, Duration)> = Vec::new();
+    let verbose = std::env::var_os("RESTORE_BENCH_STEPS").is_some();
+    let status = job::run(
+        &plan,
+        first,
+        &mut phones,
+        Materials {
+            file: &file,
+            archive: &archive,
+            personalize: &mut personalize,
+            restore_options,
+        },
+        &Deadlines::default(),
+        &mut DriverClock(Arc::clone(clock)),
+        &mut |e| {
+            if let job::JobEvent::Step { text, .. } = e {
+                marks.push((text, started.elapsed()));
+            }
+        },
+    )
+    .expect("restore");
+    let wall = started.elapsed();
+    if verbose {
+        let mut last = Duration::ZERO;
+        let mut steps: Vec<(Duration, String)> = Vec::new();
+        for (text, at) in marks.iter().rev() {
+            let end = if last.is_zero() { wall } else { last };
+            steps.push((end.saturating_sub(*at), text.clone()));
+            last = *at;
+        }
+        steps.sort_by_key(|s| std::cmp::Reverse(s.0));
+        for (took, text) in steps.iter().take(6) {
+            println!("    {:>8.3} s  {text}", took.as_secs_f64());
+        }
+    }
+    assert_eq!(status.status, 0);
+    let moved = hub.with_phone(port, |p| p.bytes_moved()).unwrap_or(0);
+    let _ = hub.unplug(port);
+    (wall, moved)
+}
+
+fn rusage() -> (f64, u64) {
+    // SAFETY: getrusage writes into the struct it is given; RUSAGE_SELF is valid.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(u.ru_utime) + secs(u.ru_stime), u.ru_maxrss as u64)
+}
+
+fn main() {
+    let os_size = std::env::var("RESTORE_BENCH_OS")
+        .ok()
+        .and_then(|s| ipsw::synth::parse_size(&s).ok())
+        .unwrap_or(64 << 20);
+    let ipsw = staged("iPhone14,3", os_size);
+    let clock: Arc<dyn Clock> = Arc::new(RealClock);
+    let rate = link_rate(usb::Speed::High);
+    println!(
+        "restore from DFU, iPhone14,3, {} MiB OS image, link {:.0} MB/s, mode changes instant",
+        os_size >> 20,
+        rate as f64 / 1e6
+    );
+    let hub = VirtualHub::new(8, Arc::clone(&clock));
+    let mut overheads = Vec::new();
+    for round in 0..3 {
+        let (wall, moved) = restore_one(&ipsw, 0, &hub, &clock);
+        let transfer = Duration::from_secs_f64(moved as f64 / rate as f64);
+        let overhead = wall.as_secs_f64() / transfer.as_secs_f64() - 1.0;
+        overheads.push(overhead);
+        println!(
+            "round {round}: wall {:>7.3} s, pure transfer of the same {} bytes {:>7.3} s (peer), overhead {:>+6.2} %",
+            wall.as_secs_f64(),
+            moved,
+            transfer.as_secs_f64(),
+            overhead * 100.0
+        );
+    }
+    overheads.sort_by(f64::total_cmp);
+    println!(
+        "median overhead {:+.2} % (target under 2 %)",
+        overheads[overheads.len() / 2] * 100.0
+    );
+
+    // 8 at once.
+    let (cpu0, _) = rusage();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..8)
+            .map(|port| {
+                let (ipsw, hub, clock) = (&ipsw, &hub, &clock);
+                scope.spawn(move || restore_one(ipsw, port, hub, clock))
+            })
+            .collect();
+        for r in runs {
+            let _ = r.join();
+        }
+    });
+    let wall = started.elapsed();
+    let (cpu1, maxrss_kib) = rusage();
+    println!(
+        "8 concurrent restores: wall {:.3} s, CPU {:.2} s ({:.3} s per restore), peak RSS {:.1} MiB ({:.1} MiB per restore; phones in-process)",
+        wall.as_secs_f64(),
+        cpu1 - cpu0,
+        (cpu1 - cpu0) / 8.0,
+        maxrss_kib as f64 / 1024.0,
+        maxrss_kib as f64 / 1024.0 / 8.0
+    );
+}
