@@ -1,0 +1,338 @@
+//! `cargo xtask vm`: build or reuse the guest image, build restation, start the USB/IP server
+//! with the bench's virtual phones, boot the guest, collect one PASS/FAIL line per check.
+//!
+//! Output: the check lines (`PASS|FAIL <name> <figures>`) on stdout, progress on stderr. The
+//! last run's directory (`<cache>/run`) keeps the guest's logs, the console, the server's events.
+
+mod image;
+mod proc;
+mod qemu;
+mod server;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::VmArgs;
+
+const GUEST_SCRIPT: &str = include_str!("guest.sh");
+
+/// The check lines, printed as they come.
+#[derive(Default)]
+struct Report {
+    lines: Vec<String>,
+    names: BTreeSet<String>,
+    failed: usize,
+    passed: usize,
+}
+
+impl Report {
+    fn line(&mut self, line: &str) {
+        let mut words = line.splitn(3, ' ');
+        let status = words.next().unwrap_or_default();
+        let name = words.next().unwrap_or_default().to_owned();
+        match status {
+            "PASS" => self.passed += 1,
+            "FAIL" => self.failed += 1,
+            _ => return,
+        }
+        println!("{}", line.trim_end());
+        self.names.insert(name);
+        self.lines.push(line.to_owned());
+    }
+
+    fn pass(&mut self, name: &str, figures: &str) {
+        self.line(&format!("PASS {name} {figures}"));
+    }
+
+    fn fail(&mut self, name: &str, why: &str) {
+        self.line(&format!("FAIL {name} {}", why.replace('\n', " | ")));
+    }
+}
+
+pub fn run(args: &VmArgs) -> Result<bool> {
+    let started = Instant::now();
+    let workspace = workspace_root();
+    let cache = match (&args.cache, std::env::var_os("RESTATION_VM_CACHE")) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => PathBuf::from(dir),
+        (None, None) => workspace.join("target/vm"),
+    };
+    let cache = image::absolute(&cache)?;
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let mirror = args
+        .mirror
+        .clone()
+        .or_else(|| std::env::var("RESTATION_VM_MIRROR").ok())
+        .unwrap_or_else(|| image::MIRROR.to_owned());
+    let mut report = Report::default();
+
+    // --- image ---------------------------------------------------------------------------------
+    let t = Instant::now();
+    let image = match image::ensure(&cache, &mirror, args.rebuild) {
+        Ok((image, built)) => {
+            let how = match built {
+                Some(took) => format!("built in {:.0}s", took.as_secs_f64()),
+                None => format!("reused in {:.1}s", t.elapsed().as_secs_f64()),
+            };
+            let size = fs::metadata(&image.rootfs)
+                .map(|m| m.len() >> 20)
+                .unwrap_or(0);
+            report.pass(
+                "image",
+                &format!(
+                    "debian={} key={} kernel={} rootfs={size}MiB {how} ({})",
+                    image::SUITE,
+                    image.key,
+                    image.kernel_version,
+                    image.dir.display()
+                ),
+            );
+            image
+        }
+        Err(e) => {
+            report.fail("image", &format!("{e:#}"));
+            return Ok(false);
+        }
+    };
+    if args.image_only {
+        return Ok(report.failed == 0);
+    }
+    if image::which("qemu-system-x86_64").is_none() {
+        report.fail(
+            "boot",
+            "qemu-system-x86_64 not found (apt-get install qemu-system-x86)",
+        );
+        return Ok(false);
+    }
+
+    // --- restation -----------------------------------------------------------------------------
+    let t = Instant::now();
+    let restation = match &args.restation {
+        Some(path) => Ok(path.clone()),
+        None => build_restation(&workspace, args.release),
+    };
+    let restation_error = match &restation {
+        Ok(path) => {
+            report.pass(
+                "restation-build",
+                &format!(
+                    "{} ({}) in {:.0}s",
+                    path.display(),
+                    match (&args.restation, args.release) {
+                        (Some(_), _) => "given with --restation",
+                        (None, true) => "release",
+                        (None, false) => "dev",
+                    },
+                    t.elapsed().as_secs_f64()
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            report.fail("restation-build", &format!("{e:#}"));
+            Some(first_line(&format!("{e:#}")))
+        }
+    };
+
+    // --- run directory: the guest script, restation, the server's events ----------------------
+    let run = cache.join("run");
+    if run.exists() {
+        fs::remove_dir_all(&run).with_context(|| format!("removing {}", run.display()))?;
+    }
+    fs::create_dir_all(run.join("logs"))?;
+    fs::write(run.join("guest.sh"), GUEST_SCRIPT)?;
+    if let Ok(path) = &restation {
+        fs::copy(path, run.join("restation"))
+            .with_context(|| format!("copying {} into the run directory", path.display()))?;
+    }
+
+    // --- the USB/IP server ---------------------------------------------------------------------
+    let port = server::free_port()?;
+    let (server, server_error) = match &restation {
+        Err(_) => (None, Some("restation did not build".to_owned())),
+        Ok(path) => {
+            if !server_available(path) {
+                let why =
+                    "`restation sim usbip` does not exist yet (crates/restation/src/cli/sim.rs)";
+                report.fail("usbip-server", why);
+                (None, Some(why.to_owned()))
+            } else {
+                match server::start(path, &run, port, Duration::from_secs(30)) {
+                    Ok(s) => {
+                        let phones: Vec<String> = s
+                            .identities
+                            .iter()
+                            .map(|i| {
+                                format!(
+                                    "{}={}:0x{:x}",
+                                    i.busid,
+                                    i.product.as_deref().unwrap_or("?"),
+                                    i.ecid.unwrap_or(0)
+                                )
+                            })
+                            .collect();
+                        report.pass(
+                            "usbip-server",
+                            &format!("listen={} {}", s.listen, phones.join(" ")),
+                        );
+                        (Some(s), None)
+                    }
+                    Err(e) => {
+                        report.fail("usbip-server", &format!("{e:#}"));
+                        (None, Some(first_line(&format!("{e:#}"))))
+                    }
+                }
+            }
+        }
+    };
+    let identities = server
+        .as_ref()
+        .map(|s| s.identities.clone())
+        .unwrap_or_default();
+    fs::write(
+        run.join("bench.env"),
+        server::bench_env(
+            port,
+            &identities,
+            server_error.as_deref(),
+            restation_error.as_deref(),
+        ),
+    )?;
+
+    // --- boot and run the guest's checks -------------------------------------------------------
+    eprintln!(
+        "vm: booting (TCG, deadline {} s); run directory {}",
+        args.timeout().as_secs(),
+        run.display()
+    );
+    let outcome = qemu::boot(&image, &run, args.timeout(), args.verbose, |line| {
+        report.line(line)
+    });
+    let mut server = server;
+    if let Some(s) = server.as_mut() {
+        s.guard.kill();
+    }
+    match outcome {
+        Ok(o) => {
+            // the results file is the record; print what the console may have garbled
+            let recorded = fs::read_to_string(run.join("results.txt")).unwrap_or_default();
+            for line in recorded.lines() {
+                if !report.lines.iter().any(|l| l == line) {
+                    report.line(line);
+                }
+            }
+            if o.done && o.exited {
+                report.pass(
+                    "vm-run",
+                    &format!(
+                        "guest finished in {:.0}s (boot to power-off under TCG); logs: {}",
+                        o.elapsed.as_secs_f64(),
+                        run.join("logs").display()
+                    ),
+                );
+            } else {
+                report.fail(
+                    "vm-run",
+                    &format!(
+                        "guest {} after {:.0}s (deadline {} s); console: {}",
+                        if o.done {
+                            "finished but did not power off"
+                        } else {
+                            "did not finish"
+                        },
+                        o.elapsed.as_secs_f64(),
+                        args.timeout().as_secs(),
+                        run.join("logs/console.log").display()
+                    ),
+                );
+            }
+        }
+        Err(e) => report.fail("vm-run", &format!("{e:#}")),
+    }
+    upload_figures(&run);
+    eprintln!(
+        "vm: {} passed, {} failed, wall time {:.0}s",
+        report.passed,
+        report.failed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(report.failed == 0)
+}
+
+/// The workspace root (the xtask crate sits in it).
+fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_owned()
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// `cargo build -p restation --features libusb`; returns the binary.
+fn build_restation(workspace: &Path, release: bool) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "-p", "restation", "--features", "libusb"])
+        .args(["--message-format", "json-render-diagnostics"]);
+    if release {
+        cmd.arg("--release");
+    }
+    eprintln!(
+        "vm: cargo build -p restation --features libusb{}",
+        if release { " --release" } else { "" }
+    );
+    let (status, stdout) = proc::run_stdout(
+        "cargo build -p restation",
+        &mut cmd,
+        Duration::from_secs(60 * 60),
+    )?;
+    let messages: Vec<Value> = String::from_utf8_lossy(&stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    if !status.success() {
+        // cargo rendered the compiler's diagnostics on stderr already
+        bail!("cargo build -p restation --features libusb failed ({status}); the compiler's messages are above");
+    }
+    let executable = messages
+        .iter()
+        .filter(|v| v.get("reason").and_then(Value::as_str) == Some("compiler-artifact"))
+        .filter(|v| v.pointer("/target/name").and_then(Value::as_str) == Some("restation"))
+        .find_map(|v| {
+            v.get("executable")
+                .and_then(Value::as_str)
+                .map(PathBuf::from)
+        });
+    executable.context("cargo reported no restation executable")
+}
+
+/// Whether this restation has the `sim usbip` subcommand.
+fn server_available(restation: &Path) -> bool {
+    Command::new(restation)
+        .args(["sim", "usbip", "--help"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The server's upload events, as figures on stderr (the checks compare hashes in the guest).
+fn upload_figures(run: &Path) {
+    for line in proc::lines_of(&run.join("events.jsonl")) {
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v.get("event").and_then(Value::as_str) == Some("upload") {
+                eprintln!("vm: host saw upload {line}");
+            }
+        }
+    }
+}
