@@ -1,12 +1,16 @@
 //! A thin async driver of [`HostCodec`] over any byte stream (a usbmux connection to port
 //! 62078, a TCP socket, a `tokio::io::duplex` in tests).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use plist::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::client::TlsStream;
 
 use crate::codec::check_reply;
-use crate::{CodecError, DaemonType, Error, HostCodec, Reply, Request};
+use crate::pairing::{pair_outcome, pair_request, validate_pair_request, PairOutcome};
+use crate::{CodecError, DaemonType, Error, HostCodec, PairRecordFile, Reply, Request};
 
 /// Lockdown's TCP port on the phone (reached through usbmux).
 pub const PORT: u16 = 62078;
@@ -277,6 +281,87 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// `Goodbye`.
     pub async fn goodbye(&mut self) -> Result<(), Error> {
         self.request(Request::Goodbye).await.map(drop)
+    }
+
+    /// `GetValue DevicePublicKey`: the phone's PEM `RSA PUBLIC KEY`, input of
+    /// [`crate::pairing::generate_pair_record`].
+    pub async fn device_public_key(&mut self) -> Result<Vec<u8>, Error> {
+        match self.get_value(None, Some("DevicePublicKey")).await? {
+            Value::Data(pem) => Ok(pem),
+            _ => Err(Error::Reply {
+                request: "GetValue".into(),
+                source: CodecError::WrongType {
+                    message: "GetValue DevicePublicKey reply".into(),
+                    field: "Value",
+                    expected: "data",
+                    found: "other",
+                },
+            }),
+        }
+    }
+
+    /// `Pair` with `record`. [`PairOutcome::TrustDialogPending`] means "tap Trust on the phone,
+    /// then call again"; on [`PairOutcome::Paired`] save the `EscrowBag` in the record.
+    pub async fn pair(&mut self, record: &PairRecordFile) -> Result<PairOutcome, Error> {
+        let request = pair_request(record);
+        self.send(&request).await?;
+        let reply = self.receive().await?;
+        pair_outcome(request.name(), reply)
+    }
+
+    /// `ValidatePair` with `record`.
+    pub async fn validate_pair(&mut self, record: &PairRecordFile) -> Result<PairOutcome, Error> {
+        let request = validate_pair_request(record);
+        self.send(&request).await?;
+        let reply = self.receive().await?;
+        pair_outcome(request.name(), reply)
+    }
+
+    /// Starts TLS on this stream (after a `StartSession` that enabled session SSL) with a
+    /// configuration from [`crate::tls::client_config`]; lockdown requests continue inside.
+    pub async fn start_tls(
+        self,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Client<TlsStream<S>>, Error> {
+        let Client {
+            stream,
+            mut codec,
+            read_buf,
+        } = self;
+        let leftover = codec.take_buffered();
+        if !leftover.is_empty() {
+            return Err(Error::BytesBeforeTls {
+                buffered: leftover.len(),
+            });
+        }
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(crate::tls::server_name(), stream)
+            .await
+            .map_err(|source| Error::Tls { source })?;
+        Ok(Client {
+            stream: tls,
+            codec,
+            read_buf,
+        })
+    }
+
+    /// `StartSession` with the record's HostID and SystemBUID, then TLS pinned to the record:
+    /// the session and a client speaking inside it.
+    pub async fn start_tls_session(
+        mut self,
+        record: &PairRecordFile,
+    ) -> Result<(Session, Client<TlsStream<S>>), Error> {
+        let config = crate::tls::client_config(record)?;
+        let session = self
+            .start_session(&record.host_id, &record.system_buid)
+            .await?;
+        if !session.enable_session_ssl {
+            return Err(Error::NoSessionSsl {
+                session_id: session.session_id,
+            });
+        }
+        let client = self.start_tls(config).await?;
+        Ok((session, client))
     }
 }
 

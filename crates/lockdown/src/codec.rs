@@ -219,6 +219,12 @@ impl DeviceCodec {
     pub fn finish(&self) -> Result<(), CodecError> {
         self.decoder.finish()
     }
+
+    /// Removes and returns bytes received past the last request (at a TLS switch: the start
+    /// of the host's handshake, if it came early).
+    pub fn take_buffered(&mut self) -> bytes::Bytes {
+        self.decoder.take_buffered()
+    }
 }
 
 #[cfg(test)]

@@ -181,6 +181,29 @@ pub enum Error {
         /// Bytes of the partial reply frame that had arrived (0: closed between frames).
         buffered: usize,
     },
+    /// `StartSession` succeeded but the phone did not ask for TLS (`EnableSessionSSL` false), so
+    /// a TLS session cannot start.
+    #[error("lockdown StartSession {session_id}: the phone did not enable session SSL")]
+    NoSessionSsl {
+        /// The session that did start.
+        session_id: String,
+    },
+    /// The pair record cannot make a TLS configuration.
+    #[error("lockdown TLS: {0}")]
+    TlsConfig(#[from] crate::tls::TlsError),
+    /// The TLS handshake failed (e.g. the phone's certificate is not the pinned one).
+    #[error("lockdown TLS handshake failed: {source}")]
+    Tls {
+        /// The transport or TLS error (rustls errors are wrapped in it).
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bytes arrived after the StartSession reply before TLS started: the stream is out of step.
+    #[error("lockdown: {buffered} unexpected bytes before the TLS handshake")]
+    BytesBeforeTls {
+        /// How many.
+        buffered: usize,
+    },
 }
 
 impl Error {

@@ -7,6 +7,7 @@
 use plist::Value;
 
 use crate::frame::{decode_dictionary, encode_frame, FrameDecoder, PREFIX_LEN};
+use crate::pair_record::{PairRecordError, PairRecordFile, MAX_PAIR_RECORD_LEN};
 use crate::{CodecError, Envelope, Format, Reply};
 
 /// Frame limit used by the fuzz targets (small, so the limit path is reached often).
@@ -104,4 +105,32 @@ pub fn reply(data: &[u8]) {
         binary(Value::Dictionary(second.to_dictionary()), "reply"),
         frame
     );
+}
+
+/// A pair record file (`/var/lib/lockdown/<UDID>.plist`): whatever reads must write as XML, and
+/// that XML must read back to a record that writes the same XML.
+pub fn pair_record(data: &[u8]) {
+    let first = match PairRecordFile::from_bytes(data) {
+        Ok(record) => record,
+        Err(PairRecordError::TooLarge { len, max }) => {
+            assert!(len > max && max == MAX_PAIR_RECORD_LEN);
+            return;
+        }
+        Err(PairRecordError::Empty { .. } | PairRecordError::Format(_)) => return,
+        Err(other) => panic!("reading a pair record returned {other:?}"),
+    };
+    // Keys outside the record's own may hold values XML cannot carry (a binary plist UID).
+    let Ok(xml) = first.to_xml() else {
+        return;
+    };
+    let second = match PairRecordFile::from_bytes(&xml) {
+        Ok(record) => record,
+        // Binary input re-encoded as XML can outgrow the limits; that is not a decoder bug.
+        Err(PairRecordError::TooLarge { .. })
+        | Err(PairRecordError::Format(CodecError::TooLarge { .. })) => return,
+        Err(other) => panic!("a written pair record does not read back: {other}"),
+    };
+    assert_eq!(second.host_id, first.host_id);
+    assert_eq!(second.device_certificate, first.device_certificate);
+    assert_eq!(second.to_xml().ok(), Some(xml), "XML is not a fixed point");
 }

@@ -8,8 +8,12 @@
 //! port, so its `QueryType`/`QueryValue`/`StartRestore`/`Reboot` shapes are here too.
 //!
 //! The codecs are sans-IO (bytes in, messages out); [`Client`] is a thin async driver over any
-//! `AsyncRead + AsyncWrite`. Pairing crypto and TLS come later: [`Client::into_parts`] hands the
-//! stream back for the TLS upgrade that `StartSession` may ask for.
+//! `AsyncRead + AsyncWrite`. Pairing is here too: the `/var/lib/lockdown/<UDID>.plist` record
+//! ([`PairRecordFile`]), the keys and certificates a host makes for a phone
+//! ([`pairing::generate_pair_record`]), the answer to `Pair` as an operator outcome
+//! ([`PairOutcome`]: "tap Trust on the phone" is a retry, not a failure), and the TLS session
+//! `StartSession` switches to ([`tls`]: rustls configurations pinned to the record, for both
+//! ends; [`Client::start_tls_session`] upgrades the stream in place).
 //!
 //! ```
 //! use lockdown::{DaemonType, DeviceCodec, HostCodec, Reply, Request};
@@ -49,8 +53,11 @@ mod error_kind;
 mod fields;
 pub mod frame;
 pub mod keys;
+pub mod pair_record;
+pub mod pairing;
 mod reply;
 mod request;
+pub mod tls;
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -63,6 +70,8 @@ pub use frame::{
     decode_dictionary, decode_dictionary_with, decode_value, decode_value_with, encode_frame,
     encode_frame_into, Format, FrameDecoder, DEFAULT_MAX_FRAME_LEN,
 };
+pub use pair_record::{PairRecordError, PairRecordFile};
+pub use pairing::PairOutcome;
 /// Limits on decoded plists (depth, value count, decoded bytes), from the shared
 /// [`plist_limits`] decoder every received frame goes through.
 pub use plist_limits::Limits;

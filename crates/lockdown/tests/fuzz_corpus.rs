@@ -19,6 +19,7 @@ const TARGETS: &[Target] = &[
     ("frame_decoder", lockdown::fuzzing::frame_decoder),
     ("request", lockdown::fuzzing::request),
     ("reply", lockdown::fuzzing::reply),
+    ("pair_record", lockdown::fuzzing::pair_record),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -341,4 +342,156 @@ fn nasty_payloads_are_rejected_as_replies() {
         lockdown::decode_dictionary(&bomb),
         Err(lockdown::CodecError::TooLarge { .. })
     ));
+}
+
+fn sample_pair_record() -> lockdown::PairRecordFile {
+    let pem = |label: &str, body: &str| {
+        format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n").into_bytes()
+    };
+    lockdown::PairRecordFile {
+        device_certificate: pem("CERTIFICATE", "TUlJQ2RldmljZQ=="),
+        host_certificate: pem("CERTIFICATE", "TUlJQ2hvc3Q="),
+        root_certificate: pem("CERTIFICATE", "TUlJQ3Jvb3Q="),
+        host_private_key: pem("RSA PRIVATE KEY", "TUlJRWhvc3RrZXk="),
+        root_private_key: pem("RSA PRIVATE KEY", "TUlJRXJvb3RrZXk="),
+        host_id: "5E3F1C2A-0000-4000-8000-000000000001".into(),
+        system_buid: "7A1B2C3D-0000-4000-8000-000000000002".into(),
+        wifi_mac_address: Some("a0:b1:c2:d3:e4:f5".into()),
+        escrow_bag: Some(vec![0xEB; 48]),
+        extra: Dictionary::new(),
+    }
+}
+
+/// Seeds of the `pair_record` target:
+/// `cargo test -p lockdown --test fuzz_corpus -- --ignored write_pair_record_seeds`.
+#[test]
+#[ignore]
+fn write_pair_record_seeds() {
+    let dir = corpus_dir("pair_record");
+    fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, data: &[u8]| fs::write(dir.join(name), data).unwrap();
+    let record = sample_pair_record();
+    let xml = record.to_xml().unwrap();
+    write("valid_xml", &xml);
+    let mut binary = Vec::new();
+    plist::to_writer_binary(&mut binary, &Value::Dictionary(record.to_dictionary())).unwrap();
+    write("valid_binary", &binary);
+    let mut minimal = record.clone();
+    minimal.wifi_mac_address = None;
+    minimal.escrow_bag = None;
+    write("valid_minimal", &minimal.to_xml().unwrap());
+    let mut extra = record.clone();
+    extra
+        .extra
+        .insert("UDID".into(), "00008101-000A1B2C3D4E5F60".into());
+    write("valid_with_udid", &extra.to_xml().unwrap());
+    write("truncated_xml", &xml[..xml.len() / 2]);
+    write("truncated_binary", &binary[..binary.len() - 9]);
+    let mut missing = record.to_dictionary();
+    missing.remove("HostPrivateKey");
+    write(
+        "missing_host_key",
+        &payload(&Value::Dictionary(missing), Format::Xml),
+    );
+    let mut wrong = record.to_dictionary();
+    wrong.insert("HostID".into(), Value::Data(vec![1, 2, 3]));
+    write(
+        "host_id_is_data",
+        &payload(&Value::Dictionary(wrong), Format::Binary),
+    );
+    let mut empty = record.to_dictionary();
+    empty.insert("DeviceCertificate".into(), Value::Data(Vec::new()));
+    write(
+        "empty_device_certificate",
+        &payload(&Value::Dictionary(empty), Format::Xml),
+    );
+    write(
+        "not_a_dictionary",
+        &payload(&Value::Array(vec![Value::from(1u64)]), Format::Binary),
+    );
+    write(
+        "huge",
+        &vec![b' '; lockdown::pair_record::MAX_PAIR_RECORD_LEN + 1],
+    );
+    write("garbage", b"\x00\x01bplist00\xff\xfe<plist>");
+    for (name, data) in nasty_payloads() {
+        write(&format!("nasty_{name}"), &data);
+    }
+}
+
+#[test]
+fn a_libimobiledevice_shaped_record_reads() {
+    // The layout libimobiledevice's userpref writes: keys sorted, PEM text in <data>.
+    let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+	<key>DeviceCertificate</key>
+	<data>
+	LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUMKLS0tLS1FTkQgQ0VSVElG
+	SUNBVEUtLS0tLQo=
+	</data>
+	<key>EscrowBag</key>
+	<data>
+	AAECAwQFBgc=
+	</data>
+	<key>HostCertificate</key>
+	<data>
+	LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUMKLS0tLS1FTkQgQ0VSVElG
+	SUNBVEUtLS0tLQo=
+	</data>
+	<key>HostID</key>
+	<string>2F0C1D6E-3B4A-4C5D-8E9F-0A1B2C3D4E5F</string>
+	<key>HostPrivateKey</key>
+	<data>
+	LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQpNSUlFCi0tLS0tRU5EIFJT
+	QSBQUklWQVRFIEtFWS0tLS0tCg==
+	</data>
+	<key>RootCertificate</key>
+	<data>
+	LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUMKLS0tLS1FTkQgQ0VSVElG
+	SUNBVEUtLS0tLQo=
+	</data>
+	<key>RootPrivateKey</key>
+	<data>
+	LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQpNSUlFCi0tLS0tRU5EIFJT
+	QSBQUklWQVRFIEtFWS0tLS0tCg==
+	</data>
+	<key>SystemBUID</key>
+	<string>6B7C8D9E-0F1A-4B2C-9D3E-4F5A6B7C8D9E</string>
+	<key>UDID</key>
+	<string>00008101-000A1B2C3D4E5F60</string>
+	<key>WiFiMACAddress</key>
+	<string>a0:b1:c2:d3:e4:f5</string>
+</dict>
+</plist>
+"#;
+    let record = lockdown::PairRecordFile::from_bytes(xml).unwrap();
+    assert_eq!(record.host_id, "2F0C1D6E-3B4A-4C5D-8E9F-0A1B2C3D4E5F");
+    assert_eq!(record.system_buid, "6B7C8D9E-0F1A-4B2C-9D3E-4F5A6B7C8D9E");
+    assert!(record
+        .device_certificate
+        .starts_with(b"-----BEGIN CERTIFICATE-----\n"));
+    assert!(record
+        .host_private_key
+        .starts_with(b"-----BEGIN RSA PRIVATE KEY-----"));
+    assert_eq!(
+        record.escrow_bag.as_deref(),
+        Some(&[0, 1, 2, 3, 4, 5, 6, 7][..])
+    );
+    assert_eq!(
+        record.wifi_mac_address.as_deref(),
+        Some("a0:b1:c2:d3:e4:f5")
+    );
+    assert_eq!(
+        record.extra.get("UDID").and_then(Value::as_string),
+        Some("00008101-000A1B2C3D4E5F60")
+    );
+    let pair = record.to_pair_record();
+    assert_eq!(pair.host_id.as_deref(), Some(record.host_id.as_str()));
+    assert!(
+        pair.to_dictionary().get("HostPrivateKey").is_none(),
+        "keys never leave the host"
+    );
+    lockdown::fuzzing::pair_record(xml);
 }

@@ -28,6 +28,8 @@ enum Command {
     Devices(cli::devices::DevicesArgs),
     /// Restore a phone through the daemon, following its progress.
     Restore(cli::restore::RestoreArgs),
+    /// Virtual phones for other tools (a USB/IP server for the VM bench).
+    Sim(cli::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(&args),
         Command::Devices(args) => cli::devices::run(&args),
         Command::Restore(args) => cli::restore::run(&args),
+        Command::Sim(args) => cli::sim::run(&args),
     };
     match result {
         Ok(code) => code,

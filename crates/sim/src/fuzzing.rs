@@ -96,3 +96,58 @@ pub fn asr_sink(data: &[u8]) {
         let _ = sink.closed();
     }
 }
+
+/// Any bytes through the USB/IP decoders. The first byte picks the stream: 0 operation
+/// requests, 1 operation replies, 2 URB commands, anything else URB replies (odd sequence
+/// numbers are IN, even ones OUT). Every message that decodes re-encodes to bytes that decode
+/// to the same message, whole; a decoder never claims more bytes than it had; nothing panics.
+pub fn usbip_wire(data: &[u8]) {
+    use crate::usbip::wire::{Command, OpReply, OpRequest, Return, WireError};
+    use usb::Direction;
+
+    fn run<T: PartialEq + std::fmt::Debug>(
+        mut data: &[u8],
+        decode: impl Fn(&[u8]) -> Result<Option<(T, usize)>, WireError>,
+        encode: impl Fn(&T, &mut Vec<u8>) -> Result<(), WireError>,
+    ) {
+        for _ in 0..64 {
+            let Ok(Some((message, used))) = decode(data) else {
+                return;
+            };
+            assert!(
+                used > 0 && used <= data.len(),
+                "claimed {used} of {}",
+                data.len()
+            );
+            let mut again = Vec::new();
+            match encode(&message, &mut again) {
+                Ok(()) => match decode(&again) {
+                    Ok(Some((back, n))) => {
+                        assert_eq!(back, message, "round trip");
+                        assert_eq!(n, again.len(), "one whole message");
+                    }
+                    other => panic!("re-encoded {message:?} decodes as {other:?}"),
+                },
+                Err(e) => panic!("decoded {message:?} does not encode: {e}"),
+            }
+            data = data.get(used..).unwrap_or_default();
+        }
+    }
+
+    let Some((&selector, data)) = data.split_first() else {
+        return;
+    };
+    let direction = |seqnum: u32| {
+        Some(if seqnum % 2 == 1 {
+            Direction::In
+        } else {
+            Direction::Out
+        })
+    };
+    match selector {
+        0 => run(data, OpRequest::decode, OpRequest::encode),
+        1 => run(data, OpReply::decode, OpReply::encode),
+        2 => run(data, Command::decode, Command::encode),
+        _ => run(data, |b| Return::decode(b, direction), Return::encode),
+    }
+}

@@ -23,6 +23,7 @@
 //! - [`hub::VirtualHub`]: an in-process `usb::UsbBackend` with N ports, hotplug events and a
 //!   [`clock`] (virtual for tests, real for the demo); each phone behind its own lock.
 //! - [`check::ImageCheck`]: the hook where personalization decides what a phone boots.
+//! - [`usbip`]: the phones as real USB devices for a real kernel (the VM bench), over USB/IP.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -70,11 +71,13 @@ pub mod hub;
 pub mod injector;
 pub mod mux_port;
 pub mod normal;
+pub mod pairing;
 pub mod phone;
 pub mod profile;
 pub mod recovery;
 pub mod restore;
 pub mod rng;
+pub mod usbip;
 
 #[doc(hidden)]
 pub mod fuzzing;

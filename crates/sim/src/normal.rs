@@ -6,18 +6,22 @@
 //! | request | answer |
 //! |---|---|
 //! | `QueryType` | `com.apple.mobile.lockdown` (always, even when refusing) |
-//! | `GetValue` | no key: the whole domain; a key: its value; unknown → `MissingValue`. The global domain is [`crate::profile::Profile::lockdown_values`]; other domains are [`LockdownStore`] |
+//! | `GetValue` | no key: the whole domain; a key: its value; unknown → `MissingValue`. The global domain is [`crate::profile::Profile::lockdown_values`]; other domains are [`LockdownStore`]. `DevicePublicKey` (asked by key only) is the phone's [`DeviceKey`] |
 //! | `SetValue` / `RemoveValue` | need a session (`SessionInactive`); global keys are read-only (`ImmutableValue` / `RemoveProhibited`) except `DeviceName`; other domains are free |
-//! | `StartSession` | a session id; `EnableSessionSSL` false (see [`SESSION_SSL`]); refused per [`Trust`] |
+//! | `StartSession` | a paired HostID: a session id with `EnableSessionSSL` ([`SESSION_SSL`]) and the connection switches to TLS; an unknown one: refused per [`Trust`], then per [`Pairing`] (a plain session, or `InvalidHostID`) |
 //! | `StopSession` | ack for the running session; `NoRunningSession` / `InvalidSessionID` otherwise |
 //! | `StartService` | `InvalidService`: the simulator offers no lockdown service yet |
-//! | `Pair` / `ValidatePair` / `Unpair` | ack, or the [`Trust`] refusal |
-//! | `EnterRecovery` | ack; once the reply has left, the phone saves `auto-boot false`, leaves the bus and arrives in recovery after `Timings::after_enter_recovery` |
+//! | `Pair` | the [`Trust`] refusal, or the record checked ([`crate::pairing::accept_pair`]: `MissingPairRecord`, `InvalidPairRecord`) and kept, answered with an `EscrowBag` |
+//! | `ValidatePair` | the [`Trust`] refusal; a paired HostID → ack; unknown → ack ([`Pairing::Lenient`]) or `InvalidHostID` |
+//! | `Unpair` | forgets the HostID; ack |
+//! | `EnterRecovery` | ack ([`Pairing::Required`]: only inside a TLS session, else `SessionInactive`); once the reply has left, the phone saves `auto-boot false`, leaves the bus and arrives in recovery after `Timings::after_enter_recovery` |
 //! | `Goodbye` | ack |
 //! | anything else | `Error` with the text `InvalidRequest` |
 //!
-//! Pairing is not checked (no pair record is needed); a session runs without TLS. Fault
-//! points: every transfer is at `normal`; a bulk OUT carrying lockdownd bytes is also at
+//! Pairings live in the phone's [`LockdownStore`] (they survive connections and reboots). A
+//! TLS session is a rustls server connection driven sans-IO ([`crate::pairing::TlsSession`]);
+//! a TLS failure (wrong client certificate, garbage) resets the connection as lockdownd drops
+//! it. Fault points: every transfer is at `normal`; a bulk OUT carrying lockdownd bytes is also at
 //! `lockdown`, and one carrying a whole `EnterRecovery` request at `enter-recovery`. A
 //! `refuse` there answers the requests in that transfer with `PasswordProtected`
 //! (`lockdown`) or `SessionInactive` (`enter-recovery`); `enter-recovery:never-returns`
@@ -34,26 +38,35 @@ use usbmux::{ConnId, Event};
 use crate::descriptors::MUX_OUT;
 use crate::fault::Point;
 use crate::mux_port::{peek_tcp, MuxPort, LOCKDOWN_PORT};
+use crate::pairing::{accept_pair, DeviceKey, HostPairing, TlsSession};
+use crate::phone::Phone;
 use crate::phone::{Core, Mode, ModeHandler, RecoveryStage, Touches};
-use crate::profile::Trust;
+use crate::profile::{Pairing, Trust};
 use crate::rng::SplitMix64;
 
-/// `EnableSessionSSL` in every `StartSession` reply. The TLS hook: when pairing and TLS land,
-/// this becomes a per-profile choice and [`NormalMode`] hands the connection's byte stream to
-/// a TLS server session right after the StartSession reply has been queued (the
-/// `Request::StartSession` arm of `NormalMode::answer`, marked "TLS hook").
-pub const SESSION_SSL: bool = false;
+/// `EnableSessionSSL` in the reply to `StartSession` from a paired host: the connection switches
+/// to TLS right after the reply has been queued (the `Request::StartSession` arm of
+/// `NormalMode::answer`). Sessions of unpaired hosts ([`Pairing::Lenient`]) stay plain.
+pub const SESSION_SSL: bool = true;
+
+/// The simulated user taps "Trust" on the phone's dialog.
+pub fn tap_trust(phone: &mut Phone) {
+    phone.mode_state_mut().1.profile.trust = Trust::Trusted;
+}
 
 /// How long a phone waits for the host to read the EnterRecovery reply before it reboots
 /// anyway.
 pub const ENTER_RECOVERY_GRACE: Duration = Duration::from_millis(500);
 
-/// lockdownd's stored values outside the global domain (what `SetValue` wrote), per domain.
-/// Kept in the phone's [`Core`], so they survive connections and reboots.
+/// lockdownd's stored values outside the global domain (what `SetValue` wrote), per domain,
+/// and the hosts it is paired with. Kept in the phone's [`Core`], so they survive connections
+/// and reboots.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LockdownStore {
     /// Domain name → its values.
     pub domains: BTreeMap<String, Dictionary>,
+    /// HostID → what `Pair` left.
+    pub pairings: BTreeMap<String, HostPairing>,
 }
 
 impl Default for LockdownStore {
@@ -64,7 +77,10 @@ impl Default for LockdownStore {
         battery.insert("ExternalConnected".into(), Value::from(true));
         let mut domains = BTreeMap::new();
         domains.insert("com.apple.mobile.battery".to_string(), battery);
-        Self { domains }
+        Self {
+            domains,
+            pairings: BTreeMap::new(),
+        }
     }
 }
 
@@ -76,6 +92,60 @@ struct Lockdownd {
     codec: DeviceCodec,
     session: Option<String>,
     outbox: VecDeque<u8>,
+    /// Set by a StartSession that enabled SSL: TLS starts once its reply is queued.
+    start_tls: Option<HostPairing>,
+    /// The running TLS session: every byte in and out goes through it.
+    tls: Option<TlsSession>,
+}
+
+impl Lockdownd {
+    fn new() -> Self {
+        Lockdownd {
+            codec: DeviceCodec::new(),
+            session: None,
+            outbox: VecDeque::new(),
+            start_tls: None,
+            tls: None,
+        }
+    }
+
+    /// Queues a reply (encrypted inside a TLS session).
+    fn queue(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        match &mut self.tls {
+            Some(tls) => {
+                let mut wire = Vec::new();
+                let sent = tls.send(bytes, &mut wire);
+                self.outbox.extend(wire);
+                sent.map_err(drop)
+            }
+            None => {
+                self.outbox.extend(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes bytes from the host: straight to the codec, or through TLS.
+    fn receive(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        match &mut self.tls {
+            Some(tls) => {
+                let mut plain = Vec::new();
+                let mut wire = Vec::new();
+                let received = tls.receive(bytes, &mut plain, &mut wire);
+                self.outbox.extend(wire);
+                self.codec.receive(&plain);
+                received.map_err(drop)
+            }
+            None => {
+                self.codec.receive(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn in_tls_session(&self) -> bool {
+        self.session.is_some() && self.tls.as_ref().is_some_and(TlsSession::is_established)
+    }
 }
 
 /// Normal iOS.
@@ -114,14 +184,7 @@ impl NormalMode {
         while let Some(event) = self.mux.poll_event() {
             match event {
                 Event::Accepted { conn, .. } => {
-                    self.conns.insert(
-                        conn,
-                        Lockdownd {
-                            codec: DeviceCodec::new(),
-                            session: None,
-                            outbox: VecDeque::new(),
-                        },
-                    );
+                    self.conns.insert(conn, Lockdownd::new());
                 }
                 Event::Readable { conn } => self.read(core, conn, now),
                 Event::Closed { conn, .. } => {
@@ -135,8 +198,13 @@ impl NormalMode {
 
     fn read(&mut self, core: &mut Core, conn: ConnId, now: Instant) {
         while let Ok(Some(bytes)) = self.mux.device().read(conn, 1 << 16) {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.codec.receive(&bytes);
+            let ok = match self.conns.get_mut(&conn) {
+                Some(c) => c.receive(&bytes).is_ok(),
+                None => true,
+            };
+            if !ok {
+                self.drop_connection(conn, "lockdownd: TLS failure");
+                return;
             }
         }
         loop {
@@ -157,13 +225,38 @@ impl NormalMode {
                 }
             };
             let reply = self.answer(core, conn, envelope.request, now);
-            if let Some(c) = self.conns.get_mut(&conn) {
-                let mut bytes = Vec::new();
-                if c.codec.encode_reply(&reply, &mut bytes).is_ok() {
-                    c.outbox.extend(bytes);
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let mut bytes = Vec::new();
+            if c.codec.encode_reply(&reply, &mut bytes).is_ok() && c.queue(&bytes).is_err() {
+                self.drop_connection(conn, "lockdownd: TLS failure");
+                return;
+            }
+            // The StartSession reply is out in plaintext: everything after it is TLS.
+            if let Some(pairing) = c.start_tls.take() {
+                let started = DeviceKey::for_ecid(core.profile.ecid)
+                    .ok()
+                    .and_then(|key| TlsSession::new(&pairing, &key).ok());
+                let Some(tls) = started else {
+                    self.drop_connection(conn, "lockdownd: cannot start TLS");
+                    return;
+                };
+                c.tls = Some(tls);
+                let early = c.codec.take_buffered();
+                if !early.is_empty() && c.receive(&early).is_err() {
+                    self.drop_connection(conn, "lockdownd: TLS failure");
+                    return;
                 }
             }
         }
+    }
+
+    /// Flushes what is queued (a TLS alert) and resets the connection.
+    fn drop_connection(&mut self, conn: ConnId, why: &str) {
+        self.flush();
+        let _ = self.mux.device().reset(conn, why);
+        self.conns.remove(&conn);
     }
 
     fn flush(&mut self) {
@@ -211,11 +304,25 @@ impl NormalMode {
             Trust::DialogPending => Some(LockdownError::PairingDialogResponsePending),
             Trust::Denied => Some(LockdownError::UserDeniedPairing),
         };
+        let strict = core.profile.pairing == Pairing::Required;
+        let in_tls = self.conns.get(&conn).is_some_and(Lockdownd::in_tls_session);
         match request {
             Request::QueryType => Reply::QueryType {
                 daemon: DaemonType::Lockdown,
                 restore_protocol_version: None,
             },
+            Request::GetValue { domain, key }
+                if domain.is_none() && key.as_deref() == Some("DevicePublicKey") =>
+            {
+                match DeviceKey::for_ecid(core.profile.ecid) {
+                    Ok(device) => Reply::GetValue {
+                        domain,
+                        key,
+                        value: Some(Value::Data(device.public_pem.clone())),
+                    },
+                    Err(_) => Reply::error(&name, LockdownError::MissingValue),
+                }
+            }
             Request::GetValue { domain, key } => get_value(core, domain, key),
             Request::SetValue { domain, key, value } => {
                 if session.is_none() {
@@ -229,21 +336,29 @@ impl NormalMode {
                 }
                 remove_value(core, domain, key)
             }
-            Request::StartSession { .. } => {
-                if let Some(kind) = trust_refusal {
-                    return Reply::error(&name, kind);
+            Request::StartSession { host_id, .. } => {
+                let pairing = core.lockdown.pairings.get(&host_id).cloned();
+                if pairing.is_none() {
+                    if let Some(kind) = trust_refusal {
+                        return Reply::error(&name, kind);
+                    }
+                    if strict {
+                        return Reply::error(&name, LockdownError::InvalidHostID);
+                    }
                 }
                 if session.is_some() {
                     return Reply::error(&name, LockdownError::SessionActive);
                 }
                 let id = self.next_session_id(core);
+                let tls = pairing.is_some() && SESSION_SSL;
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.session = Some(id.clone());
+                    // TLS starts once this reply is queued (see `read`).
+                    c.start_tls = pairing.filter(|_| tls);
                 }
-                // TLS hook: with SESSION_SSL true, the connection switches to TLS here.
                 Reply::StartSession {
                     session_id: id,
-                    enable_session_ssl: SESSION_SSL,
+                    enable_session_ssl: tls,
                 }
             }
             Request::StopSession { session_id } => match session {
@@ -257,12 +372,57 @@ impl NormalMode {
                 }
             },
             Request::StartService { .. } => Reply::error(&name, LockdownError::InvalidService),
-            Request::Pair(_) | Request::ValidatePair(_) => match trust_refusal {
-                Some(kind) => Reply::error(&name, kind),
-                None => Reply::ack(&name),
-            },
-            Request::Unpair(_) | Request::Goodbye => Reply::ack(&name),
+            Request::Pair(pair) => {
+                if let Some(kind) = trust_refusal {
+                    return Reply::error(&name, kind);
+                }
+                let Ok(device) = DeviceKey::for_ecid(core.profile.ecid) else {
+                    return Reply::error(&name, LockdownError::SavePairRecordFailed);
+                };
+                let host = pair.pair_record.as_ref().and_then(|r| r.host_id.clone());
+                let mut rng = SplitMix64::derive(
+                    core.profile.ecid ^ core.lockdown.pairings.len() as u64,
+                    &format!("lockdown/escrow/{}", host.unwrap_or_default()),
+                );
+                match accept_pair(pair.pair_record.as_ref(), &device, rng.bytes(64)) {
+                    Ok(pairing) => {
+                        let mut fields = Dictionary::new();
+                        fields.insert("EscrowBag".into(), Value::Data(pairing.escrow_bag.clone()));
+                        core.lockdown
+                            .pairings
+                            .insert(pairing.host_id.clone(), pairing);
+                        Reply::Generic {
+                            request: Some(name),
+                            result: None,
+                            fields,
+                        }
+                    }
+                    Err(kind) => Reply::error(&name, kind),
+                }
+            }
+            Request::ValidatePair(pair) => {
+                if let Some(kind) = trust_refusal {
+                    return Reply::error(&name, kind);
+                }
+                let host = pair.pair_record.as_ref().and_then(|r| r.host_id.as_ref());
+                let known = host.is_some_and(|h| core.lockdown.pairings.contains_key(h));
+                if known || !strict {
+                    Reply::ack(&name)
+                } else {
+                    Reply::error(&name, LockdownError::InvalidHostID)
+                }
+            }
+            Request::Unpair(pair) => {
+                if let Some(host) = pair.pair_record.as_ref().and_then(|r| r.host_id.as_ref()) {
+                    core.lockdown.pairings.remove(host);
+                }
+                Reply::ack(&name)
+            }
+            Request::Goodbye => Reply::ack(&name),
             Request::EnterRecovery => {
+                if strict && !in_tls {
+                    return Reply::error(&name, LockdownError::SessionInactive);
+                }
                 self.entering_recovery = Some(now + ENTER_RECOVERY_GRACE);
                 Reply::ack(&name)
             }

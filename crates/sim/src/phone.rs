@@ -203,11 +203,24 @@ pub struct UploadRecord {
     pub refusal: Option<String>,
 }
 
+/// A recovery-mode upload as it came off the wire, before any command used it: the bytes on
+/// bulk OUT 0x04 after the upload request (`0x41`), up to the packet that ended the transfer
+/// (short or zero-length). What `irecovery -f` sent, whether or not iBoot ever loads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedUpload {
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes.
+    pub sha256: [u8; 32],
+}
+
 /// What the phone did that a bench (or a test) wants to see afterwards.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
     /// Every image taken in, in order.
     pub uploads: Vec<UploadRecord>,
+    /// Every recovery-mode upload as it arrived, in order (see [`ReceivedUpload`]).
+    pub received: Vec<ReceivedUpload>,
     /// The last `bgcolor`.
     pub bgcolor: Option<(u8, u8, u8)>,
     /// The last `setpicture`.

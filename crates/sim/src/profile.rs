@@ -161,11 +161,28 @@ pub struct Profile {
     pub recovery_product_id: u16,
     /// Whether lockdownd trusts the host.
     pub trust: Trust,
+    /// How strictly lockdownd insists on a pairing.
+    pub pairing: Pairing,
 }
 
-/// Whether the phone trusts the host it is plugged into (the "Trust this computer?" dialog).
-/// The simulator does not check pairing records yet; this flag is what lockdownd answers to
-/// `Pair`, `ValidatePair` and `StartSession`.
+/// How strictly lockdownd insists on a pairing (see [`crate::normal`]). Either way, a host that
+/// did `Pair` gets what a real phone gives: `StartSession` with its HostID switches to TLS with
+/// the certificates of that pairing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Pairing {
+    /// Also lets unpaired hosts in: `StartSession` with an unknown HostID starts a plain
+    /// session, `ValidatePair` of an unknown host succeeds, `EnterRecovery` needs no session.
+    #[default]
+    Lenient,
+    /// As a real phone: `StartSession`/`ValidatePair` with an unknown HostID → `InvalidHostID`,
+    /// and `EnterRecovery` only inside a TLS session (`SessionInactive` otherwise).
+    Required,
+}
+
+/// Whether the phone trusts the host it is plugged into (the "Trust this computer?" dialog):
+/// what lockdownd answers to `Pair`, `ValidatePair`, and `StartSession` from a host it has no
+/// pairing with. The simulated user taps Trust by setting it to [`Trust::Trusted`] (e.g.
+/// `hub.with_phone(port, |p| sim::normal::tap_trust(p))`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Trust {
     /// Paired (or a phone that pairs at once): sessions start.
@@ -278,6 +295,7 @@ impl Profile {
             },
             recovery_product_id: 0x1281,
             trust: Trust::Trusted,
+            pairing: Pairing::Lenient,
         }
     }
 

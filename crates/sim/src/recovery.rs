@@ -28,6 +28,8 @@ use crate::phone::{Core, Mode, ModeHandler, RecoveryStage, Touches};
 
 /// Bulk OUT endpoint of uploads.
 pub const UPLOAD_ENDPOINT: u8 = 0x04;
+/// `wMaxPacketSize` of the upload endpoint: a packet shorter than this ends a transfer.
+const UPLOAD_MAX_PACKET: usize = 512;
 /// Bulk IN endpoint of console output.
 pub const CONSOLE_IN: u8 = 0x81;
 /// Bulk OUT endpoint of console input.
@@ -54,6 +56,8 @@ pub struct RecoveryMode {
     answer: Option<Vec<u8>>,
     upload: Vec<u8>,
     upload_ended: bool,
+    /// The current upload is in [`crate::phone::Record::received`] already.
+    upload_recorded: bool,
     loaded: Loaded,
     console: VecDeque<Vec<u8>>,
 }
@@ -67,6 +71,7 @@ impl RecoveryMode {
             answer: None,
             upload: Vec::new(),
             upload_ended: false,
+            upload_recorded: false,
             loaded: Loaded::default(),
             console: VecDeque::new(),
         };
@@ -98,6 +103,18 @@ impl RecoveryMode {
         (self.upload.len(), self.upload_ended)
     }
 
+    fn record_received(&mut self, core: &mut Core) {
+        use sha2::Digest;
+        if self.upload_recorded || self.upload.is_empty() {
+            return;
+        }
+        self.upload_recorded = true;
+        core.record.received.push(crate::phone::ReceivedUpload {
+            size: self.upload.len() as u64,
+            sha256: sha2::Sha256::digest(&self.upload).into(),
+        });
+    }
+
     fn say(&mut self, line: &str) {
         let mut bytes = line.as_bytes().to_vec();
         bytes.push(b'\n');
@@ -106,6 +123,7 @@ impl RecoveryMode {
 
     fn take_upload(&mut self) -> Option<Vec<u8>> {
         self.upload_ended = false;
+        self.upload_recorded = false;
         if self.upload.is_empty() {
             None
         } else {
@@ -268,6 +286,7 @@ impl ModeHandler for RecoveryMode {
                 }
                 self.upload.clear();
                 self.upload_ended = false;
+                self.upload_recorded = false;
                 Ok(data.len())
             }
             _ => Err(ErrorKind::Pipe),
@@ -276,7 +295,7 @@ impl ModeHandler for RecoveryMode {
 
     fn bulk_out(
         &mut self,
-        _core: &mut Core,
+        core: &mut Core,
         endpoint: u8,
         data: &[u8],
         _now: Instant,
@@ -286,7 +305,15 @@ impl ModeHandler for RecoveryMode {
                 if data.is_empty() {
                     self.upload_ended = true;
                 } else {
+                    if self.upload_recorded {
+                        // More bytes after an ended transfer: the record will cover them all.
+                        self.upload_recorded = false;
+                    }
                     self.upload.extend_from_slice(data);
+                }
+                // A short packet (or a zero-length one) ends the bulk transfer.
+                if data.len() % UPLOAD_MAX_PACKET != 0 || data.is_empty() {
+                    self.record_received(core);
                 }
                 Ok(data.len())
             }

@@ -187,3 +187,203 @@ fn write_asr_seed_corpus() {
         }
     }
 }
+
+#[test]
+fn usbip_wire_corpus() {
+    replay("usbip_wire", sim::fuzzing::usbip_wire, 10);
+}
+
+/// Writes the seed corpus of `usbip_wire`: every USB/IP message of a real attach (device list,
+/// import, the kernel's enumeration, a bulk upload, a pending read and its unlink, the
+/// replies), plus nasty ones (wrong version, unknown codes, huge lengths, unterminated
+/// strings, truncations). Run once with
+/// `cargo test -p sim --test fuzz_corpus -- --ignored write_usbip_seed_corpus`.
+#[test]
+#[ignore]
+fn write_usbip_seed_corpus() {
+    use sim::usbip::wire::{
+        CmdSubmit, CmdUnlink, Command, ExportedDevice, OpReply, OpRequest, RetSubmit, RetUnlink,
+        Return, UsbDevice, UsbInterface,
+    };
+    use usb::Direction;
+
+    let device = UsbDevice {
+        path: "/sys/devices/platform/restation-sim/usb1/1-1".into(),
+        busid: "1-1".into(),
+        busnum: 1,
+        devnum: 2,
+        speed: 3,
+        id_vendor: 0x05AC,
+        id_product: 0x1281,
+        bcd_device: 0,
+        device_class: 0,
+        device_subclass: 0,
+        device_protocol: 0,
+        configuration_value: 1,
+        num_configurations: 1,
+        num_interfaces: 2,
+    };
+    let interfaces = vec![
+        UsbInterface {
+            class: 0xFE,
+            subclass: 1,
+            protocol: 2,
+        },
+        UsbInterface {
+            class: 0xFF,
+            subclass: 0xFF,
+            protocol: 0x51,
+        },
+    ];
+    let submit = |seqnum: u32, direction, ep, setup: [u8; 8], length: u32, data: Vec<u8>| {
+        Command::Submit(CmdSubmit {
+            seqnum,
+            devid: 0x10002,
+            direction,
+            ep,
+            transfer_flags: if direction == Direction::In { 0x200 } else { 0 },
+            transfer_buffer_length: length,
+            start_frame: 0,
+            number_of_packets: 0,
+            interval: 0,
+            setup,
+            data,
+            iso: vec![],
+        })
+    };
+    let ret = |seqnum: u32, status: i32, data: Vec<u8>, actual: u32| {
+        Return::Submit(RetSubmit {
+            seqnum,
+            status,
+            actual_length: actual,
+            start_frame: 0,
+            number_of_packets: 0,
+            error_count: 0,
+            data,
+            iso: vec![],
+        })
+    };
+    let enc = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut out = Vec::new();
+        f(&mut out);
+        out
+    };
+    let op_requests = [
+        enc(&|o| OpRequest::DevList.encode(o).unwrap()),
+        enc(&|o| {
+            OpRequest::Import {
+                busid: "1-1".into(),
+            }
+            .encode(o)
+            .unwrap()
+        }),
+    ];
+    let op_replies = [
+        enc(&|o| {
+            OpReply::DevList {
+                devices: vec![ExportedDevice {
+                    device: device.clone(),
+                    interfaces: interfaces.clone(),
+                }],
+            }
+            .encode(o)
+            .unwrap()
+        }),
+        enc(&|o| OpReply::DevList { devices: vec![] }.encode(o).unwrap()),
+        enc(&|o| OpReply::Imported(device.clone()).encode(o).unwrap()),
+        enc(&|o| OpReply::ImportRefused { status: 1 }.encode(o).unwrap()),
+    ];
+    // Odd sequence numbers are IN for the fuzz body's URB-reply stream.
+    let get_device = submit(
+        1,
+        Direction::In,
+        0,
+        [0x80, 6, 0, 1, 0, 0, 64, 0],
+        64,
+        vec![],
+    );
+    let set_config = submit(2, Direction::Out, 0, [0, 9, 1, 0, 0, 0, 0, 0], 0, vec![]);
+    let command = submit(
+        4,
+        Direction::Out,
+        0,
+        [0x40, 0, 0, 0, 0, 0, 21, 0],
+        21,
+        b"getenv build-version\0".to_vec(),
+    );
+    let upload = submit(6, Direction::Out, 4, [0; 8], 700, vec![0xA5; 700]);
+    let read = submit(7, Direction::In, 5, [0; 8], 16384, vec![]);
+    let unlink = Command::Unlink(CmdUnlink {
+        seqnum: 8,
+        devid: 0x10002,
+        unlink_seqnum: 7,
+    });
+    let commands: Vec<Vec<u8>> = [&get_device, &set_config, &command, &upload, &read, &unlink]
+        .iter()
+        .map(|c| enc(&|o| c.encode(o).unwrap()))
+        .collect();
+    let replies: Vec<Vec<u8>> = [
+        ret(1, 0, vec![18, 1, 0, 2, 0, 0, 0, 64], 8),
+        ret(2, 0, vec![], 0),
+        ret(3, -32, vec![], 0),
+        ret(7, 0, vec![0, 0, 0, 0, 0, 0, 0, 1], 8),
+        Return::Unlink(RetUnlink {
+            seqnum: 8,
+            status: -104,
+        }),
+    ]
+    .iter()
+    .map(|r| enc(&|o| r.encode(o).unwrap()))
+    .collect();
+
+    let with = |selector: u8, body: &[u8]| {
+        let mut v = vec![selector];
+        v.extend_from_slice(body);
+        v
+    };
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    for b in &op_requests {
+        seeds.push(with(0, b));
+    }
+    for b in &op_replies {
+        seeds.push(with(1, b));
+    }
+    for b in &commands {
+        seeds.push(with(2, b));
+    }
+    seeds.push(with(2, &commands.concat()));
+    for b in &replies {
+        seeds.push(with(3, b));
+    }
+    seeds.push(with(3, &replies.concat()));
+    // Nasty ones.
+    seeds.push(with(0, b"GET / HTTP/1.1\r\n\r\n"));
+    seeds.push(with(0, &[0x01, 0x11, 0x12, 0x34, 0, 0, 0, 0]));
+    let mut unterminated = op_requests[1].clone();
+    unterminated[8..40].fill(b'x');
+    seeds.push(with(0, &unterminated));
+    let mut many = op_replies[1].clone();
+    many[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+    seeds.push(with(1, &many));
+    let mut huge = commands[3].clone();
+    huge[24..28].copy_from_slice(&u32::MAX.to_be_bytes());
+    seeds.push(with(2, &huge));
+    let mut bad_dir = commands[0].clone();
+    bad_dir[12..16].copy_from_slice(&9u32.to_be_bytes());
+    seeds.push(with(2, &bad_dir));
+    let mut bad_ep = commands[0].clone();
+    bad_ep[16..20].copy_from_slice(&16u32.to_be_bytes());
+    seeds.push(with(2, &bad_ep));
+    let mut iso = commands[4].clone();
+    iso[32..36].copy_from_slice(&5000u32.to_be_bytes());
+    seeds.push(with(2, &iso));
+    seeds.push(with(2, &commands[3][..60]));
+    seeds.push(with(3, &[0xFF; 48]));
+    seeds.push(with(3, &replies[0][..20]));
+    seeds.push(Vec::new());
+    let dir = corpus("usbip_wire");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, seed) in seeds.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), seed).unwrap();
+    }
+}

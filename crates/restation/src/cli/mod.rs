@@ -8,4 +8,5 @@ pub mod ipsw;
 pub mod irecv;
 pub mod restore;
 pub mod serve;
+pub mod sim;
 pub mod version;
