@@ -64,6 +64,9 @@ struct Port {
     /// Notified whenever the phone on this port may have something new to say (after any
     /// transfer, timer or plug): a real-time bulk IN read waits on it instead of sleeping.
     changed: Condvar,
+    /// When the port's link is free again (real clocks): each transfer is scheduled after
+    /// the previous one, so sleep overshoot does not add up transfer after transfer.
+    link_free: Mutex<Option<Instant>>,
 }
 
 struct Bus {
@@ -212,6 +215,7 @@ impl VirtualHub {
                     current: None,
                 }),
                 changed: Condvar::new(),
+                link_free: Mutex::new(None),
             })
             .collect();
         Self {
@@ -485,7 +489,7 @@ impl SimDevice {
         let wait_for_data =
             matches!(op, Operation::BulkIn { .. }) && !self.inner.clock.is_virtual();
         let deadline = Instant::now() + timeout;
-        let started = Instant::now();
+        let started = self.inner.clock.now();
         let mut waited = false;
         let answer = {
             let mut slot = lock(&port.slot);
@@ -533,14 +537,21 @@ impl SimDevice {
             Err(ErrorKind::Timeout) => answer.took + timeout,
             _ => answer.took,
         };
-        // A real phone works (hashes, decompresses) while its bus moves bytes: in real time,
-        // the phone's own processing of this transfer is part of the link time, not added.
-        let took = if self.inner.clock.is_virtual() {
-            took
+        if self.inner.clock.is_virtual() {
+            self.inner.clock.advance(took);
         } else {
-            took.saturating_sub(started.elapsed())
-        };
-        self.inner.clock.advance(took);
+            // Real time: the transfer occupies the link from when it started (or from when the
+            // link was free) for `took`. A phone works (hashes, decompresses) while its bus
+            // moves bytes, so its own processing is inside that time, not added to it.
+            let end = {
+                let mut free = lock(&port.link_free);
+                let start = free.map_or(started, |f| f.max(started));
+                let end = start + took;
+                *free = Some(end);
+                end
+            };
+            self.inner.clock.advance_to(end);
+        }
         answer.result.map_err(|kind| UsbError::new(kind, op))
     }
 

@@ -466,6 +466,7 @@ pub struct Phone {
     /// The alternate setting selected per interface.
     alt_settings: BTreeMap<u8, u8>,
     bytes_moved: u64,
+    link_busy: Duration,
 }
 
 impl std::fmt::Debug for Phone {
@@ -514,6 +515,7 @@ impl Phone {
             events: VecDeque::new(),
             alt_settings: BTreeMap::new(),
             bytes_moved: 0,
+            link_busy: Duration::ZERO,
         }
     }
 
@@ -567,7 +569,13 @@ impl Phone {
         self.speed
     }
 
-    /// Bytes moved over the link since it was created.
+    /// Time the link was busy with this phone's transfers (bytes at the link rate plus each
+    /// transfer's fixed cost), over the phone's life.
+    pub fn link_busy(&self) -> Duration {
+        self.link_busy
+    }
+
+    /// Bytes moved in either direction on the bus, over the phone's life.
     pub fn bytes_moved(&self) -> u64 {
         self.bytes_moved
     }
@@ -874,6 +882,7 @@ impl Phone {
         };
         self.bytes_moved += moved as u64;
         let took = self.duration(moved, slow);
+        self.link_busy += took;
         self.apply_request(now);
         Answer { result, took }
     }
