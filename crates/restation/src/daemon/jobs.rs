@@ -420,6 +420,7 @@ pub fn start(
             let mut phones = RegistryPhones {
                 shared: Arc::clone(&shared),
                 ctx: ctx.clone(),
+                used: std::collections::HashSet::from([device]),
             };
             let jobs = shared.jobs();
             let mut phase = Phase::Upload;
@@ -532,6 +533,9 @@ fn awaited(mode: Mode, awaited: AwaitedMode) -> bool {
 pub struct RegistryPhones {
     shared: Arc<Shared>,
     ctx: JobContext,
+    /// Enumerations already used (or found gone): the registry may still show one for a
+    /// moment after it left, and a wait is for the phone's next enumeration.
+    used: std::collections::HashSet<usb::DeviceId>,
 }
 
 impl Phones for RegistryPhones {
@@ -541,20 +545,33 @@ impl Phones for RegistryPhones {
         mode: AwaitedMode,
         within: Duration,
     ) -> Result<Box<dyn UsbDevice>, WaitError> {
-        let shared = Arc::clone(&self.shared);
+        let deadline = tokio::time::Instant::now() + within;
         let key = Key::Ecid(ecid);
-        let found = self.ctx.runtime.block_on(async {
-            tokio::time::timeout(
-                within,
-                shared.wait_for_entry(|r| {
-                    r.get(&key)
-                        .filter(|e| e.present && awaited(e.mode, mode))
-                        .and_then(|e| e.device)
-                }),
-            )
-            .await
-        });
-        let device = found.map_err(|_| WaitError::Deadline { mode, within })?;
-        take_over(&self.shared, &self.ctx, device).map_err(WaitError::Takeover)
+        loop {
+            let shared = Arc::clone(&self.shared);
+            let used = self.used.clone();
+            let found = self.ctx.runtime.block_on(async {
+                tokio::time::timeout_at(
+                    deadline,
+                    shared.wait_for_entry(|r| {
+                        r.get(&key)
+                            .filter(|e| e.present && awaited(e.mode, mode))
+                            .and_then(|e| e.device)
+                            .filter(|d| !used.contains(d))
+                    }),
+                )
+                .await
+            });
+            let device = found.map_err(|_| WaitError::Deadline { mode, within })?;
+            self.used.insert(device);
+            match take_over(&self.shared, &self.ctx, device) {
+                Ok(dev) => return Ok(dev),
+                // Gone already (a departure the registry has not seen yet): wait on.
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%device, error = %e, "a stale enumeration; waiting for the next");
+                }
+                Err(e) => return Err(WaitError::Takeover(e)),
+            }
+        }
     }
 }
