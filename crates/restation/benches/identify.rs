@@ -159,7 +159,6 @@ async fn run() {
     let muxd = daemon::muxd::Muxd::new(Arc::clone(&shared), backend, dir.join("lockdown"));
     let listener = daemon::muxd::bind(&mux_path).expect("bind the usbmuxd socket");
     let mux_task = tokio::spawn(daemon::muxd::serve(listener, muxd, stopped()));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let idle = rss_kib();
 
     println!("arrival → identified (virtual phones, real clock, daemon and phones in one process)");

@@ -17,7 +17,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -26,9 +25,11 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use sim::clock::{Clock, RealClock};
 use sim::hub::VirtualHub;
-use sim::phone::{Mode, Options, Phone, RecoveryStage, Timings};
-use sim::profile::{DfuStage, Profile};
+use sim::phone::{Options, Phone, Timings};
+use sim::profile::Profile;
 use sim::usbip::server::UsbipServer;
+
+use crate::daemon::bench::PhoneSpec;
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
@@ -60,41 +61,6 @@ struct UsbipArgs {
     /// 0 answers dfuDNLOAD-IDLE at the first GETSTATUS).
     #[arg(long, value_name = "MS")]
     dfu_busy_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone)]
-struct PhoneSpec {
-    product: String,
-    mode: Mode,
-}
-
-impl FromStr for PhoneSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (product, mode) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not PRODUCT:MODE"))?;
-        let mode = match mode {
-            "normal" => Mode::Normal,
-            "recovery" => Mode::Recovery(RecoveryStage::Iboot),
-            "dfu" => Mode::Dfu(DfuStage::SecureRom),
-            "port-dfu" => Mode::Dfu(DfuStage::Port),
-            "restore" => Mode::Restore,
-            other => {
-                return Err(format!(
-                    "mode {other:?} is not one of normal, recovery, dfu, port-dfu, restore"
-                ))
-            }
-        };
-        if product.is_empty() {
-            return Err(format!("{s:?} names no product"));
-        }
-        Ok(PhoneSpec {
-            product: product.to_string(),
-            mode,
-        })
-    }
 }
 
 /// The `phone` line: who each virtual phone is.
@@ -137,8 +103,9 @@ fn usbip(args: &UsbipArgs) -> anyhow::Result<ExitCode> {
         timings.dfu_block_busy = Duration::from_millis(ms);
     }
     for (i, spec) in args.phones.iter().enumerate() {
-        let profile = Profile::for_product_type(&spec.product, args.seed.wrapping_add(i as u64))
-            .with_context(|| format!("--phone {}", spec.product))?;
+        let profile =
+            Profile::for_product_type(&spec.product_type, args.seed.wrapping_add(i as u64))
+                .with_context(|| format!("--phone {}", spec.product_type))?;
         let options = Options {
             start: spec.mode,
             timings,
@@ -187,11 +154,16 @@ fn usbip(args: &UsbipArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sim::phone::Mode;
+    use sim::profile::DfuStage;
 
     #[test]
     fn phone_specs_parse_product_and_mode() {
         let s: PhoneSpec = "iPhone14,3:normal".parse().unwrap();
-        assert_eq!((s.product.as_str(), s.mode), ("iPhone14,3", Mode::Normal));
+        assert_eq!(
+            (s.product_type.as_str(), s.mode),
+            ("iPhone14,3", Mode::Normal)
+        );
         let s: PhoneSpec = "iPhone7,2:dfu".parse().unwrap();
         assert_eq!(s.mode, Mode::Dfu(DfuStage::SecureRom));
         assert!("iPhone7,2".parse::<PhoneSpec>().is_err());

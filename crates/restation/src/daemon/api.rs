@@ -267,21 +267,7 @@ async fn job(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) ->
 async fn job_events(
     State(shared): State<Arc<Shared>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = shared.jobs().subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let sse = match rx.recv().await {
-            Ok(update) => SseEvent::default()
-                .event("job")
-                .json_data(&update.job)
-                .unwrap_or_else(|_| SseEvent::default().comment("unencodable event")),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                SseEvent::default().event("lagged").data(n.to_string())
-            }
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(sse), rx))
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    sse(shared.jobs().subscribe(), "job", |update| &update.job)
 }
 
 /// What `/counters` shows.
@@ -319,12 +305,25 @@ async fn not_found(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
 async fn events(
     State(shared): State<Arc<Shared>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = shared.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    sse(shared.subscribe(), "device", |event| event)
+}
+
+/// A broadcast channel as server-sent events named `name`, each the JSON of `project(item)`;
+/// a client that fell behind gets a `lagged` event with the number it missed.
+fn sse<T, U>(
+    rx: broadcast::Receiver<T>,
+    name: &'static str,
+    project: fn(&T) -> &U,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
+where
+    T: Clone + Send + 'static,
+    U: Serialize + ?Sized + 'static,
+{
+    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
         let sse = match rx.recv().await {
-            Ok(event) => SseEvent::default()
-                .event("device")
-                .json_data(&event)
+            Ok(item) => SseEvent::default()
+                .event(name)
+                .json_data(project(&item))
                 .unwrap_or_else(|_| SseEvent::default().comment("unencodable event")),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 SseEvent::default().event("lagged").data(n.to_string())

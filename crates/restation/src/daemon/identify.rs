@@ -243,18 +243,20 @@ impl LockdownError {
 /// How long each lockdown step may take while identifying.
 const LOCKDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One request, one reply, on an open lockdown connection.
-fn ask(
+/// One request, one reply (checked), on an open lockdown or restored connection, within
+/// `timeout` for each of the send and the answer.
+pub fn ask(
     pump: &mut Pump,
     conn: ConnId,
     codec: &mut HostCodec,
     request: Request,
+    timeout: Duration,
 ) -> Result<Reply, LockdownError> {
     let name = request.name().to_string();
     let mut wire = Vec::new();
     codec.encode_request(&request, &mut wire)?;
-    pump.send_all(conn, &wire, LOCKDOWN_TIMEOUT)?;
-    let deadline = Instant::now() + LOCKDOWN_TIMEOUT;
+    pump.send_all(conn, &wire, timeout)?;
+    let deadline = Instant::now() + timeout;
     loop {
         if let Some(reply) = codec.poll_reply()? {
             return Ok(lockdown::check_reply(&name, reply)?);
@@ -297,7 +299,7 @@ pub fn ask_lockdown(pump: &mut Pump) -> Result<Told, LockdownError> {
     let conn = pump.connect(lockdown::PORT, LOCKDOWN_TIMEOUT)?;
     let mut codec = HostCodec::new().with_label("restation");
     let result = (|| {
-        let daemon = match ask(pump, conn, &mut codec, Request::QueryType)? {
+        let daemon = match ask(pump, conn, &mut codec, Request::QueryType, LOCKDOWN_TIMEOUT)? {
             Reply::QueryType { daemon, .. } => daemon,
             _ => DaemonType::Lockdown,
         };
@@ -309,6 +311,7 @@ pub fn ask_lockdown(pump: &mut Pump) -> Result<Told, LockdownError> {
                 Request::QueryValue {
                     query_key: Some("HardwareInfo".into()),
                 },
+                LOCKDOWN_TIMEOUT,
             )?;
             let fields = match &reply {
                 Reply::Generic { fields, .. } => fields.get("HardwareInfo"),
@@ -327,6 +330,7 @@ pub fn ask_lockdown(pump: &mut Pump) -> Result<Told, LockdownError> {
                 domain: None,
                 key: None,
             },
+            LOCKDOWN_TIMEOUT,
         )?;
         let value = match &reply {
             Reply::GetValue { value, .. } => value.as_ref(),
@@ -334,7 +338,7 @@ pub fn ask_lockdown(pump: &mut Pump) -> Result<Told, LockdownError> {
         };
         let values = dictionary("GetValue", value)?;
         // A courtesy; a phone that drops the connection first is fine.
-        let _ = ask(pump, conn, &mut codec, Request::Goodbye);
+        let _ = ask(pump, conn, &mut codec, Request::Goodbye, LOCKDOWN_TIMEOUT);
         Ok(Told::Lockdown(values))
     })();
     pump.close(conn);

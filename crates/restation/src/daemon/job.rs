@@ -26,8 +26,6 @@ use super::session::{Pump, SessionError};
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long lockdown may take to answer `EnterRecovery`.
 const LOCKDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest boot component read into memory.
-const MAX_COMPONENT: u64 = 256 << 20;
 
 /// Where the phone comes back after it leaves the bus.
 pub trait Phones {
@@ -162,52 +160,14 @@ pub struct Materials<'a> {
     pub restore_options: Dictionary,
 }
 
-fn component(plan: &Plan, m: &mut Materials<'_>, name: &str) -> Result<Vec<u8>, SourceError> {
-    let err = |reason: String| SourceError {
-        what: name.to_string(),
-        reason,
-    };
-    let member = plan
-        .identity
-        .component(name)
-        .and_then(|c| c.path.as_deref())
-        .ok_or_else(|| err("not in the build identity".into()))?;
-    let im4p = m
-        .archive
-        .read_member(m.file, member, MAX_COMPONENT)
-        .map_err(|e| err(e.to_string()))?;
-    m.personalize.component(name, im4p)
-}
-
 fn enter_recovery(dev: Box<dyn UsbDevice>) -> Result<(), JobError> {
     let mut pump = Pump::open(dev)?;
     let conn = pump.connect(lockdown::PORT, LOCKDOWN_TIMEOUT)?;
     let mut codec = HostCodec::new().with_label("restation");
     for request in [Request::QueryType, Request::EnterRecovery] {
         let name = request.name().to_string();
-        let mut wire = Vec::new();
-        codec
-            .encode_request(&request, &mut wire)
-            .map_err(|e| JobError::Lockdown(e.to_string()))?;
-        pump.send_all(conn, &wire, LOCKDOWN_TIMEOUT)?;
-        loop {
-            if let Some(reply) = codec
-                .poll_reply()
-                .map_err(|e| JobError::Lockdown(e.to_string()))?
-            {
-                lockdown::check_reply(&name, reply)
-                    .map_err(|e| JobError::Lockdown(format!("{name}: {e}")))?;
-                break;
-            }
-            match pump.read(conn, LOCKDOWN_TIMEOUT)? {
-                Some(bytes) => codec.receive(&bytes),
-                None => {
-                    return Err(JobError::Lockdown(format!(
-                        "closed before answering {name}"
-                    )))
-                }
-            }
-        }
+        super::identify::ask(&mut pump, conn, &mut codec, request, LOCKDOWN_TIMEOUT)
+            .map_err(|e| JobError::Lockdown(format!("{name}: {e}")))?;
     }
     // The phone reboots into recovery once the reply is out; the next step waits for it.
     Ok(())
@@ -265,7 +225,7 @@ pub fn run(
     plan: &Plan,
     first: Box<dyn UsbDevice>,
     phones: &mut dyn Phones,
-    mut materials: Materials<'_>,
+    materials: Materials<'_>,
     deadlines: &Deadlines,
     clock: &mut dyn Clock,
     on_event: &mut dyn FnMut(JobEvent),
@@ -273,6 +233,14 @@ pub fn run(
     let total = plan.steps.len();
     let mut dev: Option<Box<dyn UsbDevice>> = Some(first);
     let mut status = None;
+    // Components, tickets and restored's data all come from the staged IPSW through one
+    // source.
+    let mut source = StagedSource::new(
+        materials.file,
+        materials.archive,
+        &plan.identity,
+        &mut *materials.personalize,
+    );
     for (index, step) in plan.steps.iter().enumerate() {
         let phase = match step {
             Step::Await { phase } => *phase,
@@ -307,7 +275,7 @@ pub fn run(
                 component: name,
                 delivery,
             } => {
-                let data = component(plan, &mut materials, name)?;
+                let data = source.component(name)?;
                 let d = dev.as_deref_mut().ok_or_else(no_phone)?;
                 match delivery {
                     Delivery::Dfu => {
@@ -347,16 +315,10 @@ pub fn run(
                     what: "the phone's nonces".into(),
                     reason: e.to_string(),
                 })?;
-                materials.personalize.nonces(&nonces)?;
+                source.personalizer().nonces(&nonces)?;
             }
             Step::Restore => {
                 let mut pump = Pump::open(dev.take().ok_or_else(no_phone)?)?;
-                let mut source = StagedSource::new(
-                    materials.file,
-                    materials.archive,
-                    &plan.identity,
-                    &mut *materials.personalize,
-                );
                 let done = restoring::run(
                     &mut pump,
                     materials.restore_options.clone(),

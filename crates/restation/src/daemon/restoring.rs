@@ -112,9 +112,9 @@ pub enum RestoreModeError {
     /// The framing of restored's messages.
     #[error("restored's framing: {0}")]
     Codec(#[from] lockdown::CodecError),
-    /// restored refused a request.
+    /// A request to restored failed (refused, unanswered, or the phone closed).
     #[error("restored: {0}")]
-    Lockdown(#[from] lockdown::Error),
+    Request(#[from] super::identify::LockdownError),
     /// Port 62078 is not restored (the phone is not in the restore ramdisk).
     #[error("port 62078 answered {0:?}, not restored: the phone is not in restore mode")]
     NotRestored(String),
@@ -176,28 +176,15 @@ impl Restored<'_> {
 /// Asks restored who it is (`QueryType`); its `RestoreProtocolVersion`.
 fn query_type(pump: &mut Pump, conn: ConnId) -> Result<Option<u64>, RestoreModeError> {
     let mut codec = HostCodec::new().with_label("restation");
-    let mut wire = Vec::new();
-    codec.encode_request(&Request::QueryType, &mut wire)?;
-    pump.send_all(conn, &wire, ANSWER_TIMEOUT)?;
-    let deadline = Instant::now() + ANSWER_TIMEOUT;
-    loop {
-        if let Some(reply) = codec.poll_reply()? {
-            return match lockdown::check_reply(lockdown::names::QUERY_TYPE, reply)? {
-                Reply::QueryType {
-                    daemon: DaemonType::Restored,
-                    restore_protocol_version,
-                } => Ok(restore_protocol_version),
-                Reply::QueryType { daemon, .. } => {
-                    Err(RestoreModeError::NotRestored(format!("{daemon:?}")))
-                }
-                other => Err(RestoreModeError::NotRestored(format!("{other:?}"))),
-            };
+    match super::identify::ask(pump, conn, &mut codec, Request::QueryType, ANSWER_TIMEOUT)? {
+        Reply::QueryType {
+            daemon: DaemonType::Restored,
+            restore_protocol_version,
+        } => Ok(restore_protocol_version),
+        Reply::QueryType { daemon, .. } => {
+            Err(RestoreModeError::NotRestored(format!("{daemon:?}")))
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match pump.read(conn, left)? {
-            Some(bytes) => codec.receive(&bytes),
-            None => return Err(RestoreModeError::Closed),
-        }
+        other => Err(RestoreModeError::NotRestored(format!("{other:?}"))),
     }
 }
 
@@ -436,9 +423,15 @@ impl<'a> StagedSource<'a> {
             })
     }
 
-    fn personalized(&mut self, component: &str) -> Result<Vec<u8>, SourceError> {
+    /// Component `component` of the build identity, personalized for the phone.
+    pub fn component(&mut self, component: &str) -> Result<Vec<u8>, SourceError> {
         let im4p = self.read(component)?;
         self.personalize.component(component, im4p)
+    }
+
+    /// The personalization (to hand it the phone's nonces).
+    pub fn personalizer(&mut self) -> &mut dyn Personalize {
+        &mut *self.personalize
     }
 }
 
@@ -446,9 +439,9 @@ impl DataSource for StagedSource<'_> {
     fn data(&mut self, data_type: &DataType) -> Result<Option<Vec<u8>>, SourceError> {
         Ok(Some(match data_type {
             DataType::RootTicket => self.personalize.root_ticket()?,
-            DataType::KernelCache => self.personalized("RestoreKernelCache")?,
-            DataType::DeviceTree => self.personalized("RestoreDeviceTree")?,
-            DataType::NorData => self.personalized("LLB")?,
+            DataType::KernelCache => self.component("RestoreKernelCache")?,
+            DataType::DeviceTree => self.component("RestoreDeviceTree")?,
+            DataType::NorData => self.component("LLB")?,
             DataType::BasebandData => self.read("BasebandFirmware")?,
             // Answered with an empty dictionary: nothing to send for a phone without FDR data.
             DataType::FdrTrustData => Vec::new(),
