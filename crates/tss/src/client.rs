@@ -3,9 +3,9 @@
 //! refused, connection reset or closed early, timeout) are retried, a bounded number of
 //! times; any answer with STATUS ≠ 0 (or an HTTP error status) ends the call at once.
 //!
-//! TLS is a seam, not a dependency: [`Connector`] hands the client a byte stream for an
-//! [`Endpoint`]; [`TcpConnector`] does plain `http://`, and an HTTPS connector (rustls over
-//! the same TCP stream) plugs in with [`Client::with_connector`].
+//! TLS is a seam: [`Connector`] hands the client a byte stream for an [`Endpoint`];
+//! [`TcpConnector`] does plain `http://`, [`crate::tls::TlsConnector`] `https://` (rustls over
+//! the same TCP stream), given with [`Client::with_connector`].
 
 use std::future::Future;
 use std::time::Duration;

@@ -14,6 +14,15 @@ pub enum TransportError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS handshake failed (certificate not trusted, name mismatch, protocol).
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// host:port.
+        addr: String,
+        /// Why (rustls' error inside).
+        #[source]
+        source: std::io::Error,
+    },
     /// The attempt took longer than its timeout.
     #[error("no answer within {ms} ms")]
     Timeout {

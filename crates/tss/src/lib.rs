@@ -59,6 +59,7 @@ pub mod img4;
 pub mod request;
 pub mod response;
 pub mod standin;
+pub mod tls;
 pub mod verify;
 
 pub use client::{Client, Config};

@@ -43,6 +43,17 @@ pub struct Policy {
     pub refuse_all: Option<(u32, String)>,
 }
 
+/// A stable four-letter tag for a component name outside the well-known table.
+fn derived_tag(name: &str) -> img4::FourCc {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(name.as_bytes());
+    let mut tag = [0u8; 4];
+    for (t, b) in tag.iter_mut().zip(h.iter()) {
+        *t = b'a' + b % 26;
+    }
+    tag
+}
+
 /// The stand-in's signing authority (sans-IO).
 #[derive(Clone)]
 pub struct Signer {
@@ -110,9 +121,9 @@ impl Signer {
             ..ManifestBody::default()
         };
         for c in &request.components {
-            let Some(tag) = img4::tag_for_name(&c.name) else {
-                continue;
-            };
+            // Apple's server knows every component's tag; the stand-in knows the well-known
+            // ones and gives the rest a tag of their own, so no requested image is left out.
+            let tag = img4::tag_for_name(&c.name).unwrap_or_else(|| derived_tag(&c.name));
             if c.digest.is_empty() {
                 continue;
             }

@@ -194,16 +194,24 @@ impl TicketCheck {
     ) -> Result<(), Refusal> {
         let img = Img4::decode(img4)?;
         self.check_ticket(&img.im4m, device)?;
-        let tag = match tag {
-            Some(t) => t,
+        match tag {
+            Some(t) => self.check_digest(&img.im4m, t, &img.im4p),
             None => {
                 let p = img.payload()?;
-                img4::fourcc(&p.kind).ok_or_else(|| Refusal::NotInTicket {
+                let own = img4::fourcc(&p.kind).ok_or_else(|| Refusal::NotInTicket {
                     tag: p.kind.chars().take(16).collect(),
-                })?
+                })?;
+                let under_own = self.check_digest(&img.im4m, own, &img.im4p);
+                // An image loaded by its own type (`firmware`, restore-mode data) may share
+                // its type with another component (both trust caches are `trst`, several
+                // RTKit firmwares one `rkos` file): the phone boots it when the ticket lists
+                // its exact digest.
+                if under_own.is_err() && covers(&img.im4m, &img.im4p) {
+                    return Ok(());
+                }
+                under_own
             }
-        };
-        self.check_digest(&img.im4m, tag, &img.im4p)
+        }
     }
 
     /// A bare ticket and the IM4P it should cover.
@@ -218,6 +226,19 @@ impl TicketCheck {
         self.check_ticket(&m, device)?;
         self.check_digest(&m, tag, im4p)
     }
+}
+
+/// Whether any image entry of `ticket` lists the digest of `im4p`.
+fn covers(ticket: &Im4m, im4p: &[u8]) -> bool {
+    ticket.body.images.values().any(|props| {
+        props
+            .get(b"DGST")
+            .and_then(img4::Value::as_data)
+            .is_some_and(|want| {
+                ipsw::Algorithm::from_len(want.len())
+                    .is_some_and(|a| a.digest(im4p).as_bytes() == want)
+            })
+    })
 }
 
 /// The IM4M tag a phone expects for an image arriving this way, when it is fixed:
