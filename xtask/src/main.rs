@@ -56,6 +56,17 @@ pub struct VmArgs {
     /// Echo the guest's serial console (kernel and tools) to stderr as it runs.
     #[arg(long, short)]
     verbose: bool,
+    /// Size of the throughput upload (restation vs irecovery, same recovery phone), in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    upload_mib: u64,
+    /// Bytes streamed each way through the phone's echo port (restation's mux vs usbmuxd), in
+    /// MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    stream_mib: u64,
+    /// Keep the wire captures, cut to the device of interest, in DIR as `vm-<name>.pcap`
+    /// (`fixtures/traces` holds the committed ones).
+    #[arg(long, value_name = "DIR")]
+    write_traces: Option<PathBuf>,
 }
 
 impl VmArgs {

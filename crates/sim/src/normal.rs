@@ -18,6 +18,11 @@
 //! | `Goodbye` | ack |
 //! | anything else | `Error` with the text `InvalidRequest` |
 //!
+//! Port [`ECHO_PORT`] (7, the classic echo service) sends back every byte it receives, with at
+//! most [`ECHO_WINDOW`] bytes waiting to go back (past that it stops reading, and the mux's
+//! window holds the host back): a byte stream for throughput figures through a host's mux
+//! (the VM bench compares restation's usbmuxd socket with Debian's usbmuxd on it).
+//!
 //! Pairings live in the phone's [`LockdownStore`] (they survive connections and reboots). A
 //! TLS session is a rustls server connection driven sans-IO ([`crate::pairing::TlsSession`]);
 //! a TLS failure (wrong client certificate, garbage) resets the connection as lockdownd drops
@@ -57,6 +62,12 @@ pub fn tap_trust(phone: &mut Phone) {
 /// How long a phone waits for the host to read the EnterRecovery reply before it reboots
 /// anyway.
 pub const ENTER_RECOVERY_GRACE: Duration = Duration::from_millis(500);
+
+/// The echo service's port (RFC 862's number).
+pub const ECHO_PORT: u16 = 7;
+
+/// Most bytes an echo connection holds before it stops reading.
+pub const ECHO_WINDOW: usize = 256 * 1024;
 
 /// lockdownd's stored values outside the global domain (what `SetValue` wrote), per domain,
 /// and the hosts it is paired with. Kept in the phone's [`Core`], so they survive connections
@@ -153,6 +164,8 @@ impl Lockdownd {
 pub struct NormalMode {
     mux: MuxPort,
     conns: HashMap<ConnId, Lockdownd>,
+    /// Echo connections and the bytes waiting to go back.
+    echo: HashMap<ConnId, VecDeque<u8>>,
     sessions: u64,
     /// Set by an answered EnterRecovery: reboot once the reply is out, or at this instant.
     entering_recovery: Option<Instant>,
@@ -162,8 +175,9 @@ impl NormalMode {
     /// iOS booted: usbmux up, lockdownd listening.
     pub fn new(_core: &mut Core, now: Instant) -> Self {
         Self {
-            mux: MuxPort::new(&[LOCKDOWN_PORT], now),
+            mux: MuxPort::new(&[LOCKDOWN_PORT, ECHO_PORT], now),
             conns: HashMap::new(),
+            echo: HashMap::new(),
             sessions: 0,
             entering_recovery: None,
         }
@@ -183,12 +197,17 @@ impl NormalMode {
     fn service(&mut self, core: &mut Core, now: Instant) {
         while let Some(event) = self.mux.poll_event() {
             match event {
+                Event::Accepted { conn, port } if port == ECHO_PORT => {
+                    self.echo.insert(conn, VecDeque::new());
+                }
                 Event::Accepted { conn, .. } => {
                     self.conns.insert(conn, Lockdownd::new());
                 }
+                Event::Readable { conn } if self.echo.contains_key(&conn) => {}
                 Event::Readable { conn } => self.read(core, conn, now),
                 Event::Closed { conn, .. } => {
                     self.conns.remove(&conn);
+                    self.echo.remove(&conn);
                 }
                 _ => {}
             }
@@ -260,6 +279,7 @@ impl NormalMode {
     }
 
     fn flush(&mut self) {
+        self.pump_echo();
         for (conn, c) in self.conns.iter_mut() {
             while !c.outbox.is_empty() {
                 let (a, _) = c.outbox.as_slices();
@@ -267,6 +287,31 @@ impl NormalMode {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         c.outbox.drain(..n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Echo connections: read what fits in the window, send back what the mux takes.
+    fn pump_echo(&mut self) {
+        let device = self.mux.device();
+        for (conn, queue) in self.echo.iter_mut() {
+            loop {
+                let room = ECHO_WINDOW.saturating_sub(queue.len());
+                if room > 0 {
+                    if let Ok(Some(bytes)) = device.read(*conn, room) {
+                        queue.extend(bytes.iter());
+                    }
+                }
+                let (a, _) = queue.as_slices();
+                if a.is_empty() {
+                    break;
+                }
+                match device.send(*conn, a) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        queue.drain(..n);
                     }
                 }
             }

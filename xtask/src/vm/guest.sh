@@ -250,6 +250,145 @@ check_upload irecovery-upload-recovery "$BENCH_RECOVERY" recovery 1048576
 check_upload irecovery-upload-dfu "$BENCH_DFU" dfu 261000
 check_upload irecovery-upload-dfu-aligned "$BENCH_DFU2" dfu 262144
 
+# --- wire captures: libirecovery and restation's host code upload the same file ---------------
+# vm-guest-tool (built on the host, xtask/guest-tool) records the bus through the binary usbmon
+# interface into pcap files in /bench/wire; `cargo xtask vm` compares them after the run.
+T=$B/vm-guest-tool
+WIRE=$B/wire
+mkdir -p "$WIRE"
+# secs MS: milliseconds as seconds with one decimal
+secs() { printf '%d.%01d' $(($1 / 1000)) $((($1 % 1000) / 100)); }
+# usb_dev TEXT: "busnum devnum" of the Apple device whose serial string contains TEXT (an
+# iBoot serial's ECID:<hex>, or a normal phone's UDID), case-insensitively
+usb_dev() {
+    local d s
+    for d in /sys/bus/usb/devices/*; do
+        [ -r "$d/serial" ] && [ -r "$d/idVendor" ] || continue
+        [ "$(cat "$d/idVendor")" = 05ac ] || continue
+        s=$(cat "$d/serial" 2>/dev/null)
+        if [[ "${s^^}" == *"${1^^}"* ]] || [[ "${s^^}" == *"${1//-/}"* ]]; then
+            echo "$(cat "$d/busnum") $(cat "$d/devnum")"
+            return 0
+        fi
+    done
+    return 1
+}
+ecid_text() { printf 'ECID:%016X' "$(($1))"; }
+CAP_PID=""
+# capture NAME BUS DEVICE COMMAND...: runs COMMAND while usbmon records BUS; keeps the pcap and
+# a .meta line (the device of interest, the command's exit status) in $WIRE.
+capture() {
+    local name=$1 bus=$2 dev=$3 rc out
+    shift 3
+    if [ ! -x "$T" ]; then
+        echo "rc=127 error=no vm-guest-tool" >"$WIRE/$name.meta"
+        return 127
+    fi
+    "$T" usbmon --bus "$bus" --out "/tmp/$name.pcap" 2>"$LOGS/$name.usbmon.log" &
+    CAP_PID=$!
+    wait_until 10 test -s "/tmp/$name.pcap"
+    out=$("$@" 2>&1)
+    rc=$?
+    sleep 0.5
+    stop "$CAP_PID"
+    cp "/tmp/$name.pcap" "$WIRE/$name.pcap"
+    echo "$out" >"$LOGS/$name.txt"
+    echo "bus=$bus device=$dev rc=$rc usbmon=[$(tail -n 1 "$LOGS/$name.usbmon.log" | oneline)] out=[$(tr '\r' '\n' <<<"$out" | tail -n 1 | oneline)]" >"$WIRE/$name.meta"
+    return $rc
+}
+# wire_upload NAME ECID FILE TOOL: one upload under capture
+wire_upload() {
+    local name=$1 ecid=$2 file=$3 tool=$4 dev bus addr
+    if ! dev=$(usb_dev "$(ecid_text "$ecid")"); then
+        echo "rc=1 error=no device with ECID $ecid on the bus" >"$WIRE/$name.meta"
+        return 1
+    fi
+    read -r bus addr <<<"$dev"
+    case $tool in
+        irecovery) capture "$name" "$bus" "$addr" timeout 120 irecovery -i "$ecid" -f "$file" ;;
+        restation) capture "$name" "$bus" "$addr" timeout 120 "$T" upload --bus "$bus" --address "$addr" --file "$file" ;;
+    esac
+}
+if needs_server wire-captures && [ -x "$T" ]; then
+    "$T" pattern --bytes "$BENCH_WIRE_DFU_BYTES" >/tmp/wire-dfu.bin
+    "$T" pattern --bytes "$BENCH_WIRE_RECOVERY_BYTES" >/tmp/wire-recovery.bin
+    wire_upload wire-dfu-irecovery "$(phone "$BENCH_DFU3" ECID)" /tmp/wire-dfu.bin irecovery
+    wire_upload wire-dfu-restation "$(phone "$BENCH_DFU4" ECID)" /tmp/wire-dfu.bin restation
+    wire_upload wire-recovery-irecovery "$(phone "$BENCH_RECOVERY" ECID)" /tmp/wire-recovery.bin irecovery
+    wire_upload wire-recovery-restation "$(phone "$BENCH_RECOVERY" ECID)" /tmp/wire-recovery.bin restation
+fi
+
+# --- throughput: the same large file to the same recovery phone, restation vs irecovery -------
+# cpu_of OUT COMMAND...: runs COMMAND (output to OUT); prints "rc user+sys" of it (bash's
+# `times` in a subshell: the CPU seconds of the children it waited for).
+cpu_of() {
+    local out=$1
+    shift
+    (
+        "$@" >"$out" 2>&1
+        rc=$?
+        # `times` itself, not in a pipeline: a forked shell has no children's times
+        times >"$out.times"
+        tail -n 1 "$out.times" | awk -v rc="$rc" '{
+            n = 0
+            for (i = 1; i <= NF; i++) { split($i, p, "m"); sub("s", "", p[2]); n += p[1] * 60 + p[2] }
+            printf "%d %.2f\n", rc, n }'
+    )
+}
+mbps() { awk -v b="$1" -v ms="$2" 'BEGIN { printf "%.3f", b / (ms > 0 ? ms : 1) / 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+if needs_server throughput-upload && [ -x "$T" ]; then
+    size=$((BENCH_UPLOAD_MIB * 1048576))
+    ecid=$(phone "$BENCH_RECOVERY" ECID)
+    "$T" pattern --bytes "$size" >/tmp/throughput.bin
+    up_event() {
+        events_after "$1" ".event == \"upload\" and .busid == \"$BENCH_RECOVERY\" and .sha256 == \"$BENCH_UPLOAD_SHA256\"" | grep -q .
+    }
+    bad=""
+    mark=$(event_lines)
+    read -r bus addr <<<"$(usb_dev "$(ecid_text "$ecid")")"
+    t0=$(ms)
+    read -r rc_r cpu_r <<<"$(cpu_of "$LOGS/throughput-restation.txt" "$T" upload --bus "$bus" --address "$addr" --file /tmp/throughput.bin)"
+    ms_r=$(($(ms) - t0))
+    wait_until 30 up_event "$mark" || bad="$bad restation: rc=$rc_r no upload event with the file's sha256 ($(tail -n 1 "$LOGS/throughput-restation.txt" | oneline));"
+    mark=$(event_lines)
+    t0=$(ms)
+    read -r rc_i cpu_i <<<"$(cpu_of "$LOGS/throughput-irecovery.txt" irecovery -i "$ecid" -f /tmp/throughput.bin)"
+    ms_i=$(($(ms) - t0))
+    wait_until 30 up_event "$mark" || bad="$bad irecovery: rc=$rc_i no upload event with the file's sha256;"
+    rm -f /tmp/throughput.bin
+    figures="bytes=$size restation=$(mbps "$size" "$ms_r") MB/s (cpu ${cpu_r}s, $(secs "$ms_r")s) irecovery=$(mbps "$size" "$ms_i") MB/s (cpu ${cpu_i}s, $(secs "$ms_i")s) ratio=$(ratio "$ms_i" "$ms_r") (restation/irecovery speed; whole process: start, libusb, upload)"
+    if [ -z "$bad" ]; then
+        pass throughput-upload "$figures"
+    else
+        fail throughput-upload "$bad $figures"
+    fi
+fi
+
+# proc_cpu PID: user+sys CPU ticks of a running process (/proc/PID/stat fields 14 and 15)
+proc_cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+ticks_s() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
+# stream VIA_NAME SOCKET UDID DAEMON_PID: BENCH_STREAM_MIB through the phone's echo port;
+# sets STREAM_<VIA_NAME> to "MB/s cpu-of-daemon" and STREAM_ERR on failure
+stream_through() {
+    local name=$1 socket=$2 udid=$3 pid=$4 c0 c1 t0 took out rc
+    c0=$(proc_cpu "$pid")
+    t0=$(ms)
+    out=$(timeout 300 "$T" mux-echo --socket "$socket" --udid "$udid" --port 7 --bytes $((BENCH_STREAM_MIB * 1048576)) 2>&1)
+    rc=$?
+    took=$(($(ms) - t0))
+    c1=$(proc_cpu "$pid")
+    echo "$out" >"$LOGS/stream-$name.txt"
+    if [ "$rc" -eq 0 ]; then
+        printf '%s %s %s %s\n' "$(mbps $((BENCH_STREAM_MIB * 1048576)) "$took")" "$(ticks_s $((c1 - c0)))" "$(secs "$took")" "$(sed -n 's/.*stream_cpu=\([0-9.]*\).*/\1/p' <<<"$out")"
+    else
+        echo "error rc=$rc $(oneline <<<"$out")"
+        return 1
+    fi
+}
+STREAM_USBMUXD=""
+STREAM_RESTATION=""
+
 # --- Debian's usbmuxd + libimobiledevice against the normal phone -------------------------------
 N1=$BENCH_NORMAL
 UDID1=$(phone "$N1" UDID)
@@ -276,6 +415,17 @@ if needs_server ideviceinfo; then
         fail ideviceinfo "ProductType=[$(oneline <<<"$pt")] (want $(phone "$N1" PRODUCT)) UniqueChipID=[$(oneline <<<"$ecid")] (want $want_ecid)"
     fi
 fi
+if [ -n "$MUX_PID" ] && [ -x "$T" ]; then
+    # the lockdown GetValue on the wire, and a stream through the phone's echo port
+    if dev=$(usb_dev "$UDID1"); then
+        read -r bus addr <<<"$dev"
+        capture wire-lockdown-usbmuxd "$bus" "$addr" timeout 60 ideviceinfo -u "$UDID1" -s -k UniqueChipID
+    else
+        echo "rc=1 error=no device with serial $UDID1 on the bus" >"$WIRE/wire-lockdown-usbmuxd.meta"
+    fi
+    STREAM_USBMUXD=$(stream_through usbmuxd /var/run/usbmuxd "$UDID1" "$MUX_PID")
+fi
+
 if needs_server ideviceenterrecovery; then
     t0=$(ms)
     before=$(apple_pids | grep -c '^1281$')
@@ -304,7 +454,8 @@ R="$B/restation"
 SERVE_PID=""
 devices_json() { "$R" devices --json --socket /run/restation.sock 2>/dev/null; }
 # present_ecids: "ECID(decimal) mode port" of every present phone the daemon lists
-present() { devices_json | jq -r '.[] | select(.present) | "\(.id) \(.mode | tostring) \(.port | tostring)"' 2>/dev/null; }
+# the mode as a technician reads it: `recovery`, not the JSON form `{"recovery":"0x1281"}`
+present() { devices_json | jq -r '.[] | select(.present) | "\(.id) \(.mode | if type == "object" then (keys | first) else tostring end) \(.port | tostring)"' 2>/dev/null; }
 sees_all() {
     local b want line n=0
     local list
@@ -339,6 +490,23 @@ if [ -n "$SERVE_PID" ]; then
         pass restation-usbmuxd-ideviceinfo "UniqueChipID=$want_ecid ProductType=$(via_restation ideviceinfo -u "$UDID2" -s -k ProductType 2>&1) idevice_id=$(via_restation idevice_id -l 2>&1 | paste -sd, -) time=$(since "$t0")"
     else
         fail restation-usbmuxd-ideviceinfo "want UniqueChipID $want_ecid for $UDID2, got [$(via_restation ideviceinfo -u "$UDID2" -s -k UniqueChipID 2>&1 | oneline)]"
+    fi
+    if [ -x "$T" ]; then
+        if dev=$(usb_dev "$UDID2"); then
+            read -r bus addr <<<"$dev"
+            capture wire-lockdown-restation "$bus" "$addr" via_restation timeout 60 ideviceinfo -u "$UDID2" -s -k UniqueChipID
+        else
+            echo "rc=1 error=no device with serial $UDID2 on the bus" >"$WIRE/wire-lockdown-restation.meta"
+        fi
+        STREAM_RESTATION=$(stream_through restation /run/mux.sock "$UDID2" "$SERVE_PID")
+        read -r r_mbps r_cpu r_s r_ccpu <<<"$STREAM_RESTATION"
+        read -r u_mbps u_cpu u_s u_ccpu <<<"$STREAM_USBMUXD"
+        figures="bytes=$((BENCH_STREAM_MIB * 1048576)) each way through the phone's echo port: restation($BENCH_RESTATION_PROFILE build)=$r_mbps MB/s (daemon cpu ${r_cpu}s, client cpu ${r_ccpu}s, ${r_s}s) usbmuxd=$u_mbps MB/s (daemon cpu ${u_cpu}s, client cpu ${u_ccpu}s, ${u_s}s) ratio=$(ratio "$r_mbps" "$u_mbps") (restation/usbmuxd speed)"
+        if [ "$r_mbps" != error ] && [ "$u_mbps" != error ] && [ -n "$r_mbps" ] && [ -n "$u_mbps" ]; then
+            pass throughput-mux "$figures"
+        else
+            fail throughput-mux "restation: [${STREAM_RESTATION:-not run}] usbmuxd: [${STREAM_USBMUXD:-not run}]"
+        fi
     fi
 
     t0=$(ms)

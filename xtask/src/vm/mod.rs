@@ -8,6 +8,7 @@ mod image;
 mod proc;
 mod qemu;
 mod server;
+mod wire;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -140,6 +141,21 @@ pub fn run(args: &VmArgs) -> Result<bool> {
         }
     };
 
+    // --- the guest's helper: usbmon captures, restation's upload code, a mux stream ----------
+    let t = Instant::now();
+    let tool = build_guest_tool(&workspace);
+    match &tool {
+        Ok(path) => report.pass(
+            "guest-tool-build",
+            &format!(
+                "{} (release) in {:.0}s",
+                path.display(),
+                t.elapsed().as_secs_f64()
+            ),
+        ),
+        Err(e) => report.fail("guest-tool-build", &format!("{e:#}")),
+    }
+
     // --- run directory: the guest script, restation, the server's events ----------------------
     let run = cache.join("run");
     if run.exists() {
@@ -149,6 +165,10 @@ pub fn run(args: &VmArgs) -> Result<bool> {
     fs::write(run.join("guest.sh"), GUEST_SCRIPT)?;
     if let Ok(path) = &restation {
         fs::copy(path, run.join("restation"))
+            .with_context(|| format!("copying {} into the run directory", path.display()))?;
+    }
+    if let Ok(path) = &tool {
+        fs::copy(path, run.join("vm-guest-tool"))
             .with_context(|| format!("copying {} into the run directory", path.display()))?;
     }
 
@@ -195,15 +215,14 @@ pub fn run(args: &VmArgs) -> Result<bool> {
         .as_ref()
         .map(|s| s.identities.clone())
         .unwrap_or_default();
-    fs::write(
-        run.join("bench.env"),
-        server::bench_env(
-            port,
-            &identities,
-            server_error.as_deref(),
-            restation_error.as_deref(),
-        ),
-    )?;
+    let mut env = server::bench_env(
+        port,
+        &identities,
+        server_error.as_deref(),
+        restation_error.as_deref(),
+    );
+    env.push_str(&bench_extras(args));
+    fs::write(run.join("bench.env"), env)?;
 
     // --- boot and run the guest's checks -------------------------------------------------------
     eprintln!(
@@ -256,6 +275,18 @@ pub fn run(args: &VmArgs) -> Result<bool> {
         Err(e) => report.fail("vm-run", &format!("{e:#}")),
     }
     upload_figures(&run);
+
+    // --- the wire comparison, on the host ----------------------------------------------------
+    if let Some(dir) = &args.write_traces {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for (check, verdict) in wire::compare_all(&run.join("wire"), args.write_traces.as_deref()) {
+        if verdict.pass {
+            report.pass(&check, &verdict.text);
+        } else {
+            report.fail(&check, &verdict.text);
+        }
+    }
     eprintln!(
         "vm: {} passed, {} failed, wall time {:.0}s",
         report.passed,
@@ -312,6 +343,87 @@ fn build_restation(workspace: &Path, release: bool) -> Result<PathBuf> {
                 .map(PathBuf::from)
         });
     executable.context("cargo reported no restation executable")
+}
+
+/// `xtask/guest-tool` (its own workspace, with the libusb backend) in the release profile;
+/// returns the binary.
+fn build_guest_tool(workspace: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = workspace.join("xtask/guest-tool/Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(["--release", "--message-format", "json-render-diagnostics"]);
+    // its own workspace would get its own target/ next to it: share the main one
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        cmd.arg("--target-dir").arg(workspace.join("target"));
+    }
+    eprintln!(
+        "vm: cargo build --release --manifest-path {}",
+        manifest.display()
+    );
+    let (status, stdout) = proc::run_stdout(
+        "cargo build vm-guest-tool",
+        &mut cmd,
+        Duration::from_secs(60 * 60),
+    )?;
+    if !status.success() {
+        bail!(
+            "cargo build of xtask/guest-tool failed ({status}); the compiler's messages are above"
+        );
+    }
+    String::from_utf8_lossy(&stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("reason").and_then(Value::as_str) == Some("compiler-artifact"))
+        .filter(|v| v.pointer("/target/name").and_then(Value::as_str) == Some("vm-guest-tool"))
+        .find_map(|v| {
+            v.get("executable")
+                .and_then(Value::as_str)
+                .map(PathBuf::from)
+        })
+        .context("cargo reported no vm-guest-tool executable")
+}
+
+/// The bench's test pattern (the same formula as `xtask/guest-tool`'s `pattern` and
+/// `crates/sim/tests/vm_traces.rs`): a 64-bit LCG's high bytes.
+pub fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x5245_5354_4154_494f;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
+/// Sizes of the wire comparison's uploads: small enough to keep as fixtures. The DFU one
+/// leaves room for the suffix in its last 2048-byte block; the recovery one is a multiple of
+/// the 512-byte packet size, so the transfer must end with a zero-length packet.
+pub const WIRE_DFU_BYTES: usize = 5000;
+pub const WIRE_RECOVERY_BYTES: usize = 10_240;
+
+/// bench.env lines for the wire captures and the throughput figures.
+fn bench_extras(args: &VmArgs) -> String {
+    use sha2::{Digest, Sha256};
+    let upload = pattern((args.upload_mib as usize) << 20);
+    format!(
+        "BENCH_WIRE_DFU_BYTES={WIRE_DFU_BYTES}\nBENCH_WIRE_RECOVERY_BYTES={WIRE_RECOVERY_BYTES}\nBENCH_UPLOAD_MIB={}\nBENCH_UPLOAD_SHA256={}\nBENCH_STREAM_MIB={}\nBENCH_RESTATION_PROFILE={}\n",
+        args.upload_mib,
+        hex::encode(Sha256::digest(&upload)),
+        args.stream_mib,
+        match (&args.restation, args.release) {
+            (Some(p), _) if p.components().any(|c| c.as_os_str() == "release") => "release",
+            (Some(p), _) if p.components().any(|c| c.as_os_str() == "debug") => "dev",
+            (Some(_), _) => "given",
+            (None, true) => "release",
+            (None, false) => "dev",
+        }
+    )
 }
 
 /// Whether this restation has the `sim usbip` subcommand.

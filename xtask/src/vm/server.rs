@@ -23,10 +23,12 @@ pub struct Port {
 }
 
 /// The bench: a normal phone for the reference tools, a recovery and a DFU phone for
-/// irecovery, a second normal phone for restation's own usbmuxd socket, a second DFU phone.
+/// irecovery, a second normal phone for restation's own usbmuxd socket, a second DFU phone,
+/// and two more DFU phones of one model for the wire comparison (libirecovery's upload on one,
+/// restation's on the other).
 /// Each normal phone is sent to recovery once and each DFU phone leaves DFU after one upload
 /// (it boots what it received), so each path gets its own phone.
-pub const PORTS: [Port; 5] = [
+pub const PORTS: [Port; 7] = [
     Port {
         product: "iPhone14,3",
         mode: "normal",
@@ -51,6 +53,16 @@ pub const PORTS: [Port; 5] = [
         product: "iPhone10,3",
         mode: "dfu",
         role: "DFU2",
+    },
+    Port {
+        product: "iPhone7,2",
+        mode: "dfu",
+        role: "DFU3",
+    },
+    Port {
+        product: "iPhone7,2",
+        mode: "dfu",
+        role: "DFU4",
     },
 ];
 
