@@ -30,6 +30,9 @@ enum Command {
     Restore(cli::restore::RestoreArgs),
     /// Virtual phones for other tools (a USB/IP server for the VM bench).
     Sim(cli::sim::SimArgs),
+    /// What a restore error number means (4013, 3194, ...) and what to do; the whole table
+    /// without a number.
+    Explain(cli::explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Devices(args) => cli::devices::run(&args),
         Command::Restore(args) => cli::restore::run(&args),
         Command::Sim(args) => cli::sim::run(&args),
+        Command::Explain(args) => cli::explain::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,10 @@
 //! - [`restored`]: restored's message loop, typed (data requests, progress, the final
 //!   status), and the host's answers.
 //! - [`asr`]: ASR framing and the host's side of the OS image stream.
+//! - [`failure`]: typed failures (phase, cause, evidence) and the one table mapping them onto
+//!   Apple's numbers (9, 4005, 4013, 4014, 14, 3194) or the phone's own status, with advice.
+//! - [`ladder`]: the retry ladder, a sans-IO state machine answering what to do after each
+//!   failed attempt.
 //!
 //! ```
 //! use ipsw::manifest::{BuildManifest, RestoreBehavior};
@@ -47,6 +51,8 @@
 //! ```
 
 pub mod asr;
+pub mod failure;
+pub mod ladder;
 pub mod phase;
 pub mod plan;
 pub mod restored;

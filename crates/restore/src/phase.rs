@@ -102,6 +102,10 @@ pub enum AwaitedMode {
 pub struct Deadlines {
     /// A signing request, all retries included.
     pub personalize: Duration,
+    /// "Trust this computer?" showing on a normal-mode phone (lockdown `Pair` answered
+    /// `PairingDialogResponsePending`), within [`Phase::EnterRecovery`]: a person has to walk
+    /// over and tap it, and may have to unlock the phone first.
+    pub pair: Duration,
     /// Normal → recovery: iOS shuts down and iBoot starts (slow phones take most of a minute).
     pub enter_recovery: Duration,
     /// iBSS booting after a DFU upload (seconds on a healthy phone).
@@ -123,6 +127,7 @@ impl Default for Deadlines {
     fn default() -> Self {
         Self {
             personalize: Duration::from_secs(60),
+            pair: Duration::from_secs(120),
             enter_recovery: Duration::from_secs(90),
             ibss_boot: Duration::from_secs(30),
             ibec_boot: Duration::from_secs(30),
@@ -154,6 +159,7 @@ impl Deadlines {
         let s = |d: Duration| d.mul_f64(factor.clamp(0.001, 1000.0));
         Deadlines {
             personalize: s(self.personalize),
+            pair: s(self.pair),
             enter_recovery: s(self.enter_recovery),
             ibss_boot: s(self.ibss_boot),
             ibec_boot: s(self.ibec_boot),
@@ -182,5 +188,7 @@ mod tests {
         assert_eq!(Phase::Upload.awaited_mode(), None);
         let fast = d.scaled(0.01);
         assert_eq!(fast.of(Phase::IbssBootDfu), Duration::from_millis(300));
+        assert!(d.pair >= Duration::from_secs(30));
+        assert_eq!(fast.pair, Duration::from_millis(1200));
     }
 }

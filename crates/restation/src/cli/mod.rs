@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod devices;
+pub mod explain;
 pub mod http;
 pub mod ipsw;
 pub mod irecv;
