@@ -351,7 +351,9 @@ impl VirtualHub {
             }
             match self.inner.port_timer(index).filter(|t| *t <= end) {
                 Some(t) => self.inner.clock.advance_to(t.max(now)),
-                None => return false,
+                // Another thread's tick may have run this port's last timer since the check
+                // above (the clock is shared): look once more before giving up.
+                None => return self.with_phone(index, |p| done(p)).unwrap_or(false),
             }
         }
     }
