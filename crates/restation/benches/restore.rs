@@ -1,7 +1,8 @@
 //! What a restore costs beyond moving its bytes: whole restores of virtual phones (real
 //! clock, USB 2.0 high-speed link rate), each phone's mode changes made instant, so that the
 //! wall time is the bytes on the link plus restation's own overhead (protocol round trips,
-//! waits for re-enumeration, personalization, its CPU). The peer figure, from the same run, is
+//! waits for re-enumeration, personalization through the loopback TSS stand-in over HTTP,
+//! its CPU; the phones check every image as real ones do). The peer figure, from the same run, is
 //! the pure transfer time of the same bytes at the link's rate (what the phone says it moved,
 //! divided by the rate). Target: overhead under 2 %. Also printed: the time the virtual link
 //! itself was busy (its fixed per-transfer cost included), and the wall time beyond it.
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant};
 use ipsw::manifest::{BuildManifest, RestoreBehavior};
 use restation::daemon::bench::HubPhones;
 use restation::daemon::job::{self, Materials};
-use restation::daemon::jobs::AsShipped;
+use restation::daemon::jobs::Personalization;
+use restation::daemon::personalize::{ClientTickets, Tss};
 use restore::phase::Deadlines;
 use restore::plan::{Plan, StartMode, Target};
 use sim::clock::{Clock, DriverClock, RealClock};
@@ -77,11 +79,44 @@ fn instant_timings() -> Timings {
 }
 
 /// One restore from DFU; wall time and the bytes the phone moved.
+/// The loopback TSS stand-in and the daemon's personalization pointed at it.
+struct Signing {
+    runtime: tokio::runtime::Runtime,
+    standin: tss::standin::Standin,
+    tss: Tss,
+}
+
+fn signing() -> Signing {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let standin = runtime
+        .block_on(tss::standin::Standin::start())
+        .expect("stand-in");
+    let client = tss::Client::new(tss::Config {
+        url: standin.url(),
+        ..tss::Config::default()
+    })
+    .expect("client");
+    let tss = Tss::new(Arc::new(ClientTickets::new(
+        client,
+        runtime.handle().clone(),
+    )));
+    Signing {
+        runtime,
+        standin,
+        tss,
+    }
+}
+
 fn restore_one(
     ipsw: &Staged,
     port: usize,
     hub: &VirtualHub,
     clock: &Arc<dyn Clock>,
+    signing: &Signing,
 ) -> (Duration, u64, Duration) {
     let product_type = "iPhone14,3";
     let profile = Profile::for_product_type(product_type, 900 + port as u64).expect("profile");
@@ -90,8 +125,12 @@ fn restore_one(
         timings: instant_timings(),
         ..Options::default()
     };
-    hub.plug(port, Phone::new(profile.clone(), options, clock.now()))
-        .expect("plug");
+    let mut phone = Phone::new(profile.clone(), options, clock.now());
+    // The phone boots only images personalized by the stand-in, as a real one.
+    phone.set_image_check(Box::new(tss::verify::image_check(
+        signing.standin.public_key(),
+    )));
+    hub.plug(port, phone).expect("plug");
     let plan = Plan::new(
         Target {
             ecid: profile.ecid,
@@ -117,7 +156,7 @@ fn restore_one(
         port,
     };
     let first = phones.open().expect("the phone");
-    let mut personalize = AsShipped;
+    let mut personalize = signing.tss.for_plan(&plan).expect("personalization");
     let started = Instant::now();
     let mut marks: Vec<(String, Duration)> = Vec::new();
     let verbose = std::env::var_os("RESTORE_BENCH_STEPS").is_some();
@@ -128,8 +167,9 @@ fn restore_one(
         Materials {
             file: &file,
             archive: &archive,
-            personalize: &mut personalize,
+            personalize: &mut *personalize,
             restore_options,
+            pair_records: None,
         },
         &Deadlines::default(),
         &mut DriverClock(Arc::clone(clock)),
@@ -160,9 +200,12 @@ fn restore_one(
         }
     }
     assert_eq!(status.status, 0);
-    let (moved, busy) = hub
-        .with_phone(port, |p| (p.bytes_moved(), p.link_busy()))
+    let (moved, busy, transfers) = hub
+        .with_phone(port, |p| (p.bytes_moved(), p.link_busy(), p.transfers()))
         .unwrap_or_default();
+    if verbose {
+        println!("    {transfers} transfers");
+    }
     let _ = hub.unplug(port);
     (wall, moved, busy)
 }
@@ -189,9 +232,10 @@ fn main() {
         rate as f64 / 1e6
     );
     let hub = VirtualHub::new(8, Arc::clone(&clock));
+    let signing = signing();
     let mut overheads = Vec::new();
     for round in 0..3 {
-        let (wall, moved, busy) = restore_one(&ipsw, 0, &hub, &clock);
+        let (wall, moved, busy) = restore_one(&ipsw, 0, &hub, &clock, &signing);
         let transfer = Duration::from_secs_f64(moved as f64 / rate as f64);
         let overhead = wall.as_secs_f64() / transfer.as_secs_f64() - 1.0;
         let beyond_link = wall.as_secs_f64() / busy.as_secs_f64() - 1.0;
@@ -218,8 +262,8 @@ fn main() {
     std::thread::scope(|scope| {
         let runs: Vec<_> = (0..8)
             .map(|port| {
-                let (ipsw, hub, clock) = (&ipsw, &hub, &clock);
-                scope.spawn(move || restore_one(ipsw, port, hub, clock))
+                let (ipsw, hub, clock, signing) = (&ipsw, &hub, &clock, &signing);
+                scope.spawn(move || restore_one(ipsw, port, hub, clock, signing))
             })
             .collect();
         for r in runs {
@@ -228,6 +272,9 @@ fn main() {
     });
     let wall = started.elapsed();
     let (cpu1, maxrss_kib) = rusage();
+    let tickets = signing.standin.requests();
+    signing.runtime.block_on(signing.standin.shutdown());
+    println!("tickets signed by the stand-in: {tickets}");
     println!(
         "8 concurrent restores: wall {:.3} s, CPU {:.2} s ({:.3} s per restore), peak RSS {:.1} MiB ({:.1} MiB per restore; phones in-process)",
         wall.as_secs_f64(),

@@ -33,6 +33,8 @@ enum Command {
     /// What a restore error number means (4013, 3194, ...) and what to do; the whole table
     /// without a number.
     Explain(cli::explain::ExplainArgs),
+    /// The jobs this station ran, from the history file: a table, JSON lines or CSV.
+    History(cli::history::HistoryArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => cli::restore::run(&args),
         Command::Sim(args) => cli::sim::run(&args),
         Command::Explain(args) => cli::explain::run(&args),
+        Command::History(args) => cli::history::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -8,11 +8,11 @@
 //! `SavePairRecord`) reads with `lockdown::PairRecordFile`, `ValidatePair` and `StartSession`
 //! switch to TLS that OpenSSL completes (libimobiledevice presents its *root* certificate as the
 //! client certificate), and `GetValue` works inside. `ideviceenterrecovery` sends
-//! `EnterRecovery` on a plain connection (the tool opens lockdownd without a session), which the
-//! default (lenient) virtual phone allows: the phone leaves normal mode. The tool prints
-//! "Failed to enter recovery mode." when the connection drops before the ack has made it
-//! through the daemon's usbmuxd bridge (a race with the phone leaving the bus), and exits 0
-//! either way, so only the departure is checked.
+//! `EnterRecovery` on a plain connection (the tool opens lockdownd without a session), which
+//! the virtual phone refuses as real phones do (it requires a paired TLS session by default):
+//! the tool says "Failed to enter recovery mode." (and exits 0 anyway) and the phone stays in
+//! normal mode. restation's own restore jobs enter recovery inside a session
+//! (`daemon::entry`, tested in `normal_entry.rs`).
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -207,11 +207,14 @@ fn idevicepair_pairs_and_libimobiledevice_runs_tls_sessions() {
         text(&out)
     );
 
-    // EnterRecovery (plain connection, see the module doc): the phone leaves normal mode.
+    // EnterRecovery on a plain connection (see the module doc): refused, the phone stays.
     let (out, took) = run_tool(&ideviceenterrecovery, &[&udid], &daemon.muxd);
     eprintln!("ideviceenterrecovery ({took:?}): {}", text(&out).trim());
     assert!(out.status.success(), "{}", text(&out));
-    poll_until("the phone to leave normal mode", || {
-        gone(&daemon, &udid).then_some(())
-    });
+    assert!(
+        text(&out).contains("Failed to enter recovery mode"),
+        "{}",
+        text(&out)
+    );
+    assert!(!gone(&daemon, &udid), "the phone stays in normal mode");
 }

@@ -110,6 +110,11 @@ fn restore_through_the_daemon_from_dfu_and_from_normal_mode() {
             store.to_str().unwrap(),
             "--socket",
             socket.to_str().unwrap(),
+            // The normal-mode phone is paired: its record goes here, not /var/lib/lockdown.
+            "--pair-records",
+            dir.join("lockdown").to_str().unwrap(),
+            "--history",
+            dir.join("history.sqlite").to_str().unwrap(),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -163,6 +168,15 @@ fn restore_through_the_daemon_from_dfu_and_from_normal_mode() {
             phases.contains(&"ramdisk-boot") && phases.contains(&"restore"),
             "{phases:?}"
         );
+        if port == "1-1.2" {
+            // The normal-mode phone was paired (it trusts at once: nothing to tap), and the
+            // record is kept for the next time.
+            assert!(lines.iter().all(|l| l["operator"].is_null()), "{last}");
+            assert!(dir
+                .join("lockdown")
+                .join("SystemConfiguration.plist")
+                .is_file());
+        }
         eprintln!(
             "port {port}: restored in {:?} ({} updates)",
             started.elapsed(),
@@ -179,5 +193,27 @@ fn restore_through_the_daemon_from_dfu_and_from_normal_mode() {
         2,
         "{list:#?}"
     );
+    // The history keeps both jobs, each restored in one attempt, with the IPSW's hash.
+    let out = restation(&[
+        "history",
+        "--json",
+        "--db",
+        dir.join("history.sqlite").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(jobs.len(), 2, "{jobs:#?}");
+    for job in &jobs {
+        assert_eq!(job["result"], "restored", "{job}");
+        assert_eq!(job["ipsw_sha256"], id.as_str(), "{job}");
+        assert_eq!(job["attempts"].as_array().map(Vec::len), Some(1), "{job}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

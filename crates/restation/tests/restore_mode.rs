@@ -11,7 +11,8 @@ use std::time::Duration;
 use ipsw::manifest::{BuildManifest, RestoreBehavior};
 use restation::daemon::identify::{ask_lockdown, Told};
 use restation::daemon::restoring::{
-    self, DataSource, Personalize, RestoreEvent, RestoreModeError, SourceError, StagedSource,
+    self, DataSource, Personalize, PersonalizeError, RestoreEvent, RestoreModeError, SourceError,
+    StagedSource,
 };
 use restation::daemon::session::Pump;
 use restore::phase::Deadlines;
@@ -29,14 +30,18 @@ use usb::UsbBackend;
 struct AsIs;
 
 impl Personalize for AsIs {
-    fn component(&mut self, _: &str, im4p: Vec<u8>) -> Result<Vec<u8>, SourceError> {
+    fn observe(
+        &mut self,
+        _: &irecv::serial::SerialInfo,
+        _: &irecv::serial::Nonces,
+    ) -> Result<(), PersonalizeError> {
+        Ok(())
+    }
+    fn component(&mut self, _: &str, im4p: Vec<u8>) -> Result<Vec<u8>, PersonalizeError> {
         Ok(im4p)
     }
-    fn root_ticket(&mut self) -> Result<Vec<u8>, SourceError> {
+    fn root_ticket(&mut self) -> Result<Vec<u8>, PersonalizeError> {
         Ok(b"IM4M test ticket".to_vec())
-    }
-    fn nonces(&mut self, _: &irecv::serial::Nonces) -> Result<(), SourceError> {
-        Ok(())
     }
 }
 

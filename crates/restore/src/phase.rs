@@ -121,6 +121,9 @@ pub struct Deadlines {
     pub restore_stall: Duration,
     /// Final status to the new iOS enumerating (first boot after an erase migrates data).
     pub final_reboot: Duration,
+    /// A person asked to do something at the phone between attempts (put it in DFU mode, move
+    /// it to another port): they may be busy with another phone first.
+    pub operator: Duration,
 }
 
 impl Default for Deadlines {
@@ -135,6 +138,7 @@ impl Default for Deadlines {
             ramdisk_boot: Duration::from_secs(180),
             restore_stall: Duration::from_secs(600),
             final_reboot: Duration::from_secs(600),
+            operator: Duration::from_secs(600),
         }
     }
 }
@@ -167,6 +171,7 @@ impl Deadlines {
             ramdisk_boot: s(self.ramdisk_boot),
             restore_stall: s(self.restore_stall),
             final_reboot: s(self.final_reboot),
+            operator: s(self.operator),
         }
     }
 }
@@ -190,5 +195,6 @@ mod tests {
         assert_eq!(fast.of(Phase::IbssBootDfu), Duration::from_millis(300));
         assert!(d.pair >= Duration::from_secs(30));
         assert_eq!(fast.pair, Duration::from_millis(1200));
+        assert_eq!(fast.operator, Duration::from_secs(6));
     }
 }

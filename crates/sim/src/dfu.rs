@@ -327,6 +327,9 @@ impl ModeHandler for DfuMode {
         match (manifesting, self.manifested) {
             (true, Some(Manifested::Boot)) => {
                 let next = self.next_mode(core);
+                if self.stage != DfuStage::Ibss && core.profile.nonce_rolls_after_ibss {
+                    core.profile.roll_ap_nonce();
+                }
                 core.reenumerate(next, core.timings.after_dfu, Some(Point::DfuUpload));
             }
             (true, Some(Manifested::Refused)) => {

@@ -467,6 +467,7 @@ pub struct Phone {
     alt_settings: BTreeMap<u8, u8>,
     bytes_moved: u64,
     link_busy: Duration,
+    transfers: u64,
 }
 
 impl std::fmt::Debug for Phone {
@@ -516,6 +517,7 @@ impl Phone {
             alt_settings: BTreeMap::new(),
             bytes_moved: 0,
             link_busy: Duration::ZERO,
+            transfers: 0,
         }
     }
 
@@ -573,6 +575,12 @@ impl Phone {
     /// transfer's fixed cost), over the phone's life.
     pub fn link_busy(&self) -> Duration {
         self.link_busy
+    }
+
+    /// Transfers carried out over the phone's life (each costs the link its fixed
+    /// per-transfer time besides its bytes).
+    pub fn transfers(&self) -> u64 {
+        self.transfers
     }
 
     /// Bytes moved in either direction on the bus, over the phone's life.
@@ -881,6 +889,7 @@ impl Phone {
             _ => out_len,
         };
         self.bytes_moved += moved as u64;
+        self.transfers += 1;
         let took = self.duration(moved, slow);
         self.link_busy += took;
         self.apply_request(now);

@@ -161,6 +161,9 @@ pub struct Profile {
     pub recovery_product_id: u16,
     /// Whether lockdownd trusts the host.
     pub trust: Trust,
+    /// Whether iBSS boots with a new ApNonce (a host must then read it again and ask for a
+    /// new ticket before iBEC, as on phones whose SecureROM and iBoot nonces differ).
+    pub nonce_rolls_after_ibss: bool,
     /// How strictly lockdownd insists on a pairing.
     pub pairing: Pairing,
 }
@@ -172,10 +175,11 @@ pub struct Profile {
 pub enum Pairing {
     /// Also lets unpaired hosts in: `StartSession` with an unknown HostID starts a plain
     /// session, `ValidatePair` of an unknown host succeeds, `EnterRecovery` needs no session.
-    #[default]
     Lenient,
-    /// As a real phone: `StartSession`/`ValidatePair` with an unknown HostID → `InvalidHostID`,
-    /// and `EnterRecovery` only inside a TLS session (`SessionInactive` otherwise).
+    /// As a real phone (the default): `StartSession`/`ValidatePair` with an unknown HostID →
+    /// `InvalidHostID`, and `EnterRecovery` only inside a TLS session (`SessionInactive`
+    /// otherwise).
+    #[default]
     Required,
 }
 
@@ -295,7 +299,8 @@ impl Profile {
             },
             recovery_product_id: 0x1281,
             trust: Trust::Trusted,
-            pairing: Pairing::Lenient,
+            nonce_rolls_after_ibss: false,
+            pairing: Pairing::Required,
         }
     }
 
@@ -354,6 +359,14 @@ impl Profile {
             let _ = write!(s, " IMEI:[{imei}]");
         }
         s
+    }
+
+    /// Gives the phone a new ApNonce, derived from the old one (deterministic per phone).
+    pub fn roll_ap_nonce(&mut self) {
+        use sha2::Digest;
+        let len = self.ap_nonce.len();
+        let next = sha2::Sha384::digest(&self.ap_nonce);
+        self.ap_nonce = next.iter().copied().cycle().take(len).collect();
     }
 
     /// String descriptor 1 in recovery and DFU: `NONC:… SNON:…` (upper-case hex).

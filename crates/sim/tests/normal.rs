@@ -20,7 +20,8 @@ const NORMAL: Mode = Mode::Normal;
 
 #[test]
 fn query_type_and_get_value_through_usbmux() {
-    let bench = Bench::new("iPhone14,3", 3, options(NORMAL));
+    // A plain session of an unpaired host below: a lenient phone.
+    let bench = Bench::lenient("iPhone14,3", 3, options(NORMAL));
     let profile = bench.hub.with_phone(0, |p| p.profile().clone()).unwrap();
     let mut dev = bench.open(0);
     assert_eq!(dev.product_id(), 0x12A8);
@@ -156,7 +157,8 @@ fn query_type_and_get_value_through_usbmux() {
 
 #[test]
 fn enter_recovery_leaves_and_comes_back_in_recovery_on_the_same_port() {
-    let bench = Bench::new("iPhone10,3", 5, options(NORMAL));
+    // The test host sends EnterRecovery without a session: a lenient phone.
+    let bench = Bench::lenient("iPhone10,3", 5, options(NORMAL));
     let before = bench.info(0).unwrap();
     let ecid = bench.hub.with_phone(0, |p| p.profile().ecid).unwrap();
     bench.drain();
@@ -264,8 +266,33 @@ fn enter_recovery_refused_keeps_the_phone_in_normal_mode() {
 }
 
 #[test]
+fn the_default_phone_wants_a_paired_tls_session_for_enter_recovery() {
+    let bench = Bench::new("iPhone14,3", 6, options(NORMAL));
+    let pairing = bench.hub.with_phone(0, |p| p.profile().pairing).unwrap();
+    assert_eq!(pairing, sim::profile::Pairing::Required);
+    let mut dev = bench.open(0);
+    bench.drain();
+    let mut mux = MuxDriver::open(dev.as_mut()).unwrap();
+    let mut ld = Lockdown::connect(&mut mux).unwrap();
+    let err = ld.request(&mut mux, Request::EnterRecovery).unwrap_err();
+    assert_eq!(device_error(&err), Some(&LdError::SessionInactive));
+    let err = ld
+        .request(
+            &mut mux,
+            Request::StartSession {
+                host_id: "UNPAIRED-HOST".into(),
+                system_buid: None,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(device_error(&err), Some(&LdError::InvalidHostID));
+    bench.hub.run_for(Duration::from_secs(60));
+    assert!(bench.drain().is_empty(), "no mode change");
+}
+
+#[test]
 fn enter_recovery_never_returns() {
-    let bench = Bench::new(
+    let bench = Bench::lenient(
         "iPhone10,3",
         2,
         options_with(NORMAL, "enter-recovery:never-returns"),

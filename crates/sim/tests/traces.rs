@@ -207,7 +207,8 @@ fn record(trace: &Trace) -> (Vec<u8>, Result<String, String>) {
         start: trace.start,
         ..Options::default()
     };
-    let bench = Bench::new(trace.product, trace.seed, options);
+    // The traces' host code does not pair (EnterRecovery outside a session): a lenient phone.
+    let bench = Bench::lenient(trace.product, trace.seed, options);
     let dev = Owned(bench.open(0));
     let mut rec = Recorder::new(dev, Vec::new(), Timestamps::Sequential).unwrap();
     let mut clock = bench.driver_clock();

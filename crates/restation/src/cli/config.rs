@@ -11,6 +11,18 @@
 //! pair_records = "/var/lib/lockdown"
 //! # The IPSW store restores read from (`restation ipsw stage` fills it).
 //! store = "/var/cache/restation/ipsw"
+//! # The job history (SQLite; or "postgres://user:pw@host/db" for one several stations
+//! # share). `restation history` exports it.
+//! history = "/var/lib/restation/history.sqlite"
+//! # The signing server for real phones' tickets (Apple's by default); https:// works too,
+//! # with tss_ca naming a CA (PEM) trusted besides the public roots.
+//! tss_url = "http://gs.apple.com/TSS/controller?action=2"
+//! tss_ca = "/etc/restation/tss-proxy-ca.pem"
+//! # A TCP listener for the web dashboard and the API (off when absent). A loopback address
+//! # needs no token; any other needs http_token (16+ URL-safe characters), sent as
+//! # `Authorization: Bearer TOKEN` or opened as http://HOST:PORT/?token=TOKEN.
+//! http = "127.0.0.1:8080"
+//! http_token = "change-me-to-a-long-random-string"
 //! # Watch real USB (libusb).
 //! usb = true
 //! # A virtual bench beside (or instead of) real USB: N mixed phones, or named ones.
@@ -45,6 +57,18 @@ pub struct Config {
     pub sim_profile: Vec<String>,
     /// The IPSW store restores read from.
     pub store: Option<PathBuf>,
+    /// The signing (TSS) server real phones' tickets come from [default: Apple's,
+    /// `http://gs.apple.com/TSS/controller?action=2`].
+    pub tss_url: Option<String>,
+    /// A CA certificate (PEM) trusted besides the public roots for an `https://` TSS server.
+    pub tss_ca: Option<PathBuf>,
+    /// The dashboard's TCP listener (off when absent).
+    pub http: Option<std::net::SocketAddr>,
+    /// The token that listener requires (needed on any address but loopback).
+    pub http_token: Option<String>,
+    /// The job history: a SQLite file, or a `postgres://` URL several stations share
+    /// [default: /var/lib/restation/history.sqlite].
+    pub history: Option<PathBuf>,
 }
 
 impl Config {

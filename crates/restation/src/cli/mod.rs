@@ -4,6 +4,7 @@
 pub mod config;
 pub mod devices;
 pub mod explain;
+pub mod history;
 pub mod http;
 pub mod ipsw;
 pub mod irecv;

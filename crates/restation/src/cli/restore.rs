@@ -1,6 +1,8 @@
 //! `restation restore (--ecid X | --port 1-1.3) --ipsw ID [--erase | --update] [--json]`:
 //! asks the daemon to restore a phone and follows the job to its end, with a progress bar
-//! per phase (or one JSON line per change with `--json`). Exits 0 when the phone is back in
+//! per phase (or one JSON line per change with `--json`). When the phone needs the technician
+//! (a normal-mode phone showing "Trust this computer?"), a line says so (`operator` in the
+//! JSON). Exits 0 when the phone is back in
 //! iOS with the new build, 1 when the restore failed (the reason is printed).
 
 use std::path::PathBuf;
@@ -110,6 +112,7 @@ struct View {
     json: bool,
     bar: Option<ProgressBar>,
     phase: String,
+    operator: Option<String>,
 }
 
 impl View {
@@ -129,6 +132,7 @@ impl View {
             json,
             bar: None,
             phase: String::new(),
+            operator: None,
         }
     }
 
@@ -151,6 +155,17 @@ impl View {
             self.bar = Some(bar);
             self.phase = job.phase.clone();
         }
+        if job.operator != self.operator {
+            self.operator = job.operator.clone();
+            if let Some(message) = &job.operator {
+                // Above the bars, and shown even when they are hidden (not a terminal).
+                let line = || eprintln!("\n>>> {message} <<<\n");
+                match &self.bar {
+                    Some(bar) => bar.suspend(line),
+                    None => line(),
+                }
+            }
+        }
         if let Some(bar) = &self.bar {
             bar.set_position((job.progress.clamp(0.0, 1.0) * 1000.0) as u64);
             bar.set_message(format!("{}/{} {}", job.step, job.steps, job.step_text));
@@ -169,7 +184,18 @@ impl View {
             (JobState::Succeeded, _) => {
                 eprintln!("restored: {} runs {} now", job.ecid, job.build_version)
             }
-            (_, Some(e)) => eprintln!("restore failed in {}: {e}", job.phase),
+            (_, Some(e)) => {
+                eprintln!("restore failed in {}: {e}", job.phase);
+                if let (Some(n), Some(meaning)) = (job.number, &job.meaning) {
+                    eprintln!("error {n}: {meaning}");
+                }
+                if let Some(advice) = &job.advice {
+                    eprintln!(
+                        "what to do: {advice} (restation explain {})",
+                        job.number.unwrap_or_default()
+                    );
+                }
+            }
             _ => eprintln!("restore ended in {}", job.phase),
         }
     }

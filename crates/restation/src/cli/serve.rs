@@ -20,7 +20,7 @@ use usb::UsbBackend;
 
 use super::config::Config;
 use crate::daemon::bench::{BenchSpec, PhoneSpec};
-use crate::daemon::{self, api, jobs, merged, Daemon, Shared};
+use crate::daemon::{self, api, jobs, merged, personalize, Daemon, Shared};
 use crate::sdnotify;
 
 #[derive(Debug, Args)]
@@ -36,6 +36,13 @@ pub struct ServeArgs {
     /// steps; 1 is real time).
     #[arg(long, value_name = "N", default_value_t = 1)]
     sim_speed: u32,
+    /// Give the virtual phone of PORT (1-based index or path like 1-1.2) faults in the
+    /// virtual phone's fault language (e.g. `1=asr:unplug@50%x1`); repeatable.
+    #[arg(long, value_name = "PORT=SPEC")]
+    sim_fault: Vec<crate::daemon::bench::SimFault>,
+    /// The virtual bench's signing stand-in refuses every build (STATUS 94): for tests.
+    #[arg(long, hide = true)]
+    sim_tss_refuse: bool,
     /// Watch real USB (libusb; builds with `--features libusb`); with --sim, both.
     #[arg(long)]
     usb: bool,
@@ -57,6 +64,28 @@ pub struct ServeArgs {
     /// The IPSW store restores read from [default: $RESTATION_STORE, else the user's cache].
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// The signing (TSS) server for real phones' tickets [default: Apple's,
+    /// http://gs.apple.com/TSS/controller?action=2]. The virtual bench's phones trust only a
+    /// loopback stand-in the daemon starts for them.
+    #[arg(long, value_name = "URL")]
+    tss_url: Option<String>,
+    /// The job history: a SQLite file, or a postgres:// URL several stations share [default:
+    /// $RESTATION_HISTORY, else /var/lib/restation/history.sqlite with --usb, else in memory].
+    #[arg(long, value_name = "PATH|URL")]
+    history: Option<PathBuf>,
+    /// A CA certificate (PEM) trusted besides the public roots for an https:// TSS server
+    /// (a signing proxy of the shop's own).
+    #[arg(long, value_name = "PEM")]
+    tss_ca: Option<PathBuf>,
+    /// Also serve the web dashboard and the API over TCP here (e.g. 127.0.0.1:8080) [default:
+    /// off]. Any address but loopback needs a token.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// The token the TCP listener requires: `Authorization: Bearer TOKEN`, or the page opened
+    /// as /?token=TOKEN (16+ URL-safe characters). Prefer http_token in the configuration: a
+    /// command line is visible to every user of the machine.
+    #[arg(long, value_name = "TOKEN")]
+    http_token: Option<String>,
 }
 
 /// The settings in force: command line over configuration file over defaults.
@@ -74,6 +103,16 @@ pub struct Settings {
     pub sim: Option<BenchSpec>,
     /// The IPSW store.
     pub store: PathBuf,
+    /// The job history (a file or a `postgres://` URL), when named.
+    pub history: Option<PathBuf>,
+    /// The TSS server for real phones.
+    pub tss_url: String,
+    /// A CA (PEM) trusted besides the public roots for an `https://` TSS server.
+    pub tss_ca: Option<PathBuf>,
+    /// The dashboard's TCP listener, if any.
+    pub http: Option<std::net::SocketAddr>,
+    /// The token it requires.
+    pub http_token: Option<String>,
 }
 
 impl Settings {
@@ -124,6 +163,22 @@ impl Settings {
                 .clone()
                 .or_else(|| config.store.clone())
                 .unwrap_or_else(ipsw::store::Store::default_root),
+            tss_url: args
+                .tss_url
+                .clone()
+                .or_else(|| config.tss_url.clone())
+                .unwrap_or_else(|| tss::client::DEFAULT_URL.to_string()),
+            tss_ca: args.tss_ca.clone().or_else(|| config.tss_ca.clone()),
+            history: args
+                .history
+                .clone()
+                .or_else(|| config.history.clone())
+                .or_else(|| std::env::var_os(daemon::history::ENV).map(PathBuf::from)),
+            http: args.http.or(config.http),
+            http_token: args
+                .http_token
+                .clone()
+                .or_else(|| config.http_token.clone()),
         })
     }
 }
@@ -138,6 +193,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the tokio runtime")?;
     let mut parts: Vec<Arc<dyn UsbBackend>> = Vec::new();
+    let mut bench_tss = None;
     if settings.usb {
         parts.push(daemon::real_usb()?);
     }
@@ -149,22 +205,129 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         // Beside real USB the bench takes a bus of its own.
         let bus = if settings.usb { merged::SIM_BUS } else { 1 };
         let hub = bench
-            .hub(bus, clock)
+            .hub_with_faults(bus, clock, &args.sim_fault)
             .context("building the virtual bench")?;
-        tracing::info!(phones = bench.len(), bus, "virtual bench attached");
+        // The bench's phones boot only images personalized by the loopback stand-in.
+        let standin = runtime
+            .block_on(tss::standin::Standin::start())
+            .context("starting the TSS stand-in for the virtual bench")?;
+        if args.sim_tss_refuse {
+            standin.refuse_all(Some((
+                94,
+                "This device isn't eligible for the requested build.".into(),
+            )));
+        }
+        let mut ecids = std::collections::HashSet::new();
+        for port in 0..hub.port_count() {
+            hub.with_phone(port, |phone| {
+                ecids.insert(phone.profile().ecid);
+                phone.set_image_check(Box::new(tss::verify::image_check(standin.public_key())));
+            });
+        }
+        tracing::info!(phones = bench.len(), bus, tss = %standin.url(), "virtual bench attached");
+        bench_tss = Some((standin, ecids));
         parts.push(Arc::new(hub));
     }
     let backend: Arc<dyn UsbBackend> = match parts.len() {
         1 => parts.remove(0),
         _ => Arc::new(merged::Merged::new(parts)),
     };
-    runtime.block_on(serve(backend, &settings))?;
+    let personalization = personalization(&settings, bench_tss.as_ref(), runtime.handle())?;
+    // Opened outside the runtime: the PostgreSQL client runs one of its own.
+    let history = open_history(&settings)?;
+    runtime.block_on(serve(backend, &settings, personalization, history))?;
+    if let Some((standin, _)) = bench_tss {
+        runtime.block_on(standin.shutdown());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(backend: Arc<dyn UsbBackend>, settings: &Settings) -> anyhow::Result<()> {
+/// Tickets for restores: real phones from the configured TSS server, the virtual bench's
+/// from its stand-in.
+fn personalization(
+    settings: &Settings,
+    bench: Option<&(tss::standin::Standin, std::collections::HashSet<u64>)>,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<Arc<dyn jobs::Personalization>> {
+    let tss_at = |url: String| -> anyhow::Result<personalize::Tss> {
+        let config = tss::Config {
+            url: url.clone(),
+            ..tss::Config::default()
+        };
+        let context = || format!("the TSS server {url}");
+        let tickets: Arc<dyn personalize::Tickets> = if url.starts_with("https:") {
+            let tls = match &settings.tss_ca {
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .with_context(|| format!("reading the TSS CA {}", path.display()))?;
+                    tss::tls::TlsConnector::with_extra_ca(&pem)
+                }
+                None => tss::tls::TlsConnector::webpki(),
+            }
+            .with_context(context)?;
+            let client = tss::Client::with_connector(config, tls).with_context(context)?;
+            Arc::new(personalize::ClientTickets::new(client, runtime.clone()))
+        } else {
+            let client = tss::Client::new(config).with_context(context)?;
+            Arc::new(personalize::ClientTickets::new(client, runtime.clone()))
+        };
+        Ok(personalize::Tss::new(tickets))
+    };
+    let usb = if settings.usb {
+        Some(tss_at(settings.tss_url.clone())?)
+    } else {
+        None
+    };
+    let bench = match bench {
+        Some((standin, ecids)) => Some((tss_at(standin.url())?, ecids.clone())),
+        None => None,
+    };
+    Ok(match (usb, bench) {
+        (Some(usb), None) => Arc::new(usb),
+        (None, Some((bench, _))) => Arc::new(bench),
+        (Some(usb), Some((bench, ecids))) => Arc::new(personalize::ByEcid::new(
+            ecids,
+            Arc::new(bench),
+            Arc::new(usb),
+        )),
+        (None, None) => Arc::new(jobs::NoPersonalization),
+    })
+}
+
+/// The job history: the configured file or server; a bench of virtual phones alone keeps
+/// its history in memory unless one is named (its phones are no shop's record).
+fn open_history(settings: &Settings) -> anyhow::Result<Arc<dyn daemon::history::HistoryStore>> {
+    use daemon::history;
+    let at = match &settings.history {
+        Some(at) => at.clone(),
+        None if !settings.usb => {
+            return Ok(Arc::new(
+                history::History::in_memory().context("an in-memory job history")?,
+            ))
+        }
+        None => PathBuf::from(history::DEFAULT_PATH),
+    };
+    let store = history::Location::of(&at)
+        .open()
+        .with_context(|| format!("opening the job history {}", at.display()))?;
+    tracing::info!(history = %at.display(), "job history");
+    Ok(Arc::from(store))
+}
+
+async fn serve(
+    backend: Arc<dyn UsbBackend>,
+    settings: &Settings,
+    personalization: Arc<dyn jobs::Personalization>,
+    history: Arc<dyn daemon::history::HistoryStore>,
+) -> anyhow::Result<()> {
     let socket = settings.socket.clone();
     let shared = Shared::new();
+    shared.set_history(history);
+    // The TCP listener's access rule is checked before anything else is bound.
+    let http = match settings.http {
+        Some(addr) => Some(daemon::tcp::bind(addr, settings.http_token.as_deref()).await?),
+        None => None,
+    };
     let listener = api::bind(&socket)?;
     let usbmuxd = match &settings.usbmuxd_socket {
         Some(path) => {
@@ -188,23 +351,28 @@ async fn serve(backend: Arc<dyn UsbBackend>, settings: &Settings) -> anyhow::Res
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    // Restores: phones on real USB boot only personalized images, which need a TSS server;
-    // the virtual bench's phones check nothing and take the images as shipped.
-    let personalization: Arc<dyn jobs::Personalization> = if settings.usb {
-        Arc::new(jobs::NoPersonalization)
-    } else {
-        Arc::new(jobs::AsShipped)
-    };
     shared.enable_jobs(jobs::JobContext {
         backend: Arc::clone(&backend),
         store: settings.store.clone(),
         personalization,
         deadlines: restore::phase::Deadlines::default(),
         runtime: tokio::runtime::Handle::current(),
+        pair_records: Some(settings.pair_records.clone()),
     });
     let daemon = Daemon::new(backend, Arc::clone(&shared));
     let driver = tokio::spawn(daemon.run(stopped()));
     let server = tokio::spawn(api::serve(listener, Arc::clone(&shared), stopped()));
+    let http = http.map(|(listener, access)| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(url = %format!("http://{addr}/"), ?access, "serving the dashboard");
+        }
+        let shared = Arc::clone(&shared);
+        tokio::spawn(daemon::tcp::serve(listener, access, shared, stopped()))
+    });
+    let metrics = tokio::spawn(daemon::metrics::observe_jobs(
+        Arc::clone(&shared),
+        stopped(),
+    ));
     let usbmuxd = usbmuxd.map(|(path, listener, muxd)| {
         (
             path,
@@ -225,6 +393,10 @@ async fn serve(backend: Arc<dyn UsbBackend>, settings: &Settings) -> anyhow::Res
     let _ = stop_tx.send(true);
     let driven = driver.await.context("the registry driver panicked")?;
     server.await.context("the API server panicked")?;
+    if let Some(task) = http {
+        task.await.context("the HTTP listener panicked")?;
+    }
+    metrics.await.context("the metrics observer panicked")?;
     if let Some((path, task)) = usbmuxd {
         task.await.context("the usbmuxd socket panicked")?;
         if let Err(e) = std::fs::remove_file(&path) {

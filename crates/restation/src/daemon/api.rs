@@ -12,6 +12,11 @@
 //!   restores).
 //! - `GET /jobs`, `GET /jobs/{id}`: the jobs; `GET /jobs/events`: server-sent `job` events, the
 //!   job as it is after each change (phase, step, progress, result).
+//! - `POST /devices/{id}/identify` with `{"color": "#rrggbb"}`: paints the screen of a phone in
+//!   recovery mode that color ([`super::identify_button`]).
+//! - `GET /metrics`: Prometheus text exposition ([`super::metrics`]).
+//! - `GET /`, `/app.js`, `/style.css`: the web dashboard ([`super::dashboard`]); browsers reach
+//!   it through the optional TCP listener ([`super::tcp`]).
 //!
 //! Requests for anything else, or with an id that is not one, get a 4xx and a log line; the
 //! daemon keeps serving.
@@ -28,6 +33,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::Listener;
 use axum::{Json, Router};
 use futures_util::Stream;
 use hyper::server::conn::http1;
@@ -107,6 +113,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/devices", get(devices))
         .route("/devices/{id}", get(device))
+        .route(
+            "/devices/{id}/identify",
+            post(super::identify_button::route),
+        )
+        .route("/metrics", get(super::metrics::route))
+        .route("/", get(super::dashboard::index))
+        .route("/app.js", get(super::dashboard::app_js))
+        .route("/style.css", get(super::dashboard::style_css))
         .route("/events", get(events))
         .route("/counters", get(counters))
         .route("/jobs", post(start_job).get(list_jobs))
@@ -129,19 +143,23 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let app = router(Arc::clone(&shared));
+    serve_on(listener, app, shared, shutdown).await;
+}
+
+/// Serves `app` on any listener (the unix socket, the TCP listener) until `shutdown`
+/// resolves, as [`serve`] does.
+pub async fn serve_on<L: Listener>(
+    mut listener: L,
+    app: Router,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting an API connection failed");
-                        continue;
-                    }
-                };
+            (stream, _) = listener.accept() => {
                 let service = TowerToHyperService::new(app.clone());
                 let shared = Arc::clone(&shared);
                 connections.spawn(async move {
@@ -177,7 +195,7 @@ struct Problem {
     error: String,
 }
 
-fn problem(shared: &Shared, status: StatusCode, error: String) -> Response {
+pub(super) fn problem(shared: &Shared, status: StatusCode, error: String) -> Response {
     shared.api_refused.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(%status, %error, "API request refused");
     (status, Json(Problem { error })).into_response()

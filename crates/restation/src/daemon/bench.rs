@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use sim::clock::Clock;
+use sim::fault::FaultSpec;
 use sim::hub::{HubError, VirtualHub};
 use sim::phone::{Mode, Options, Phone, RecoveryStage};
 use sim::profile::{DfuStage, Profile, ProfileError, PRESETS};
@@ -93,35 +94,112 @@ impl BenchSpec {
 
     /// The phone of port `index`.
     pub fn phone(&self, index: usize, clock: &Arc<dyn Clock>) -> Result<Phone, ProfileError> {
-        match self {
-            BenchSpec::Mixed(_) => phone(index, start_mode(index), clock),
-            BenchSpec::Named(specs) => {
-                let Some(spec) = specs.get(index) else {
-                    return phone(index, start_mode(index), clock);
-                };
-                let profile =
-                    Profile::for_product_type(&spec.product_type, 0x5EED_0000 + index as u64)?;
-                let options = Options {
-                    start: spec.mode,
-                    seed: index as u64,
-                    ..Options::default()
-                };
-                Ok(Phone::new(profile, options, clock.now()))
-            }
-        }
+        self.phone_with(index, FaultSpec::default(), clock)
+    }
+
+    /// The phone of port `index`, with `faults`.
+    fn phone_with(
+        &self,
+        index: usize,
+        faults: FaultSpec,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<Phone, ProfileError> {
+        let named = match self {
+            BenchSpec::Named(specs) => specs.get(index),
+            BenchSpec::Mixed(_) => None,
+        };
+        let (profile, start) = match named {
+            Some(spec) => (
+                Profile::for_product_type(&spec.product_type, 0x5EED_0000 + index as u64)?,
+                spec.mode,
+            ),
+            None => (profile(index)?, start_mode(index)),
+        };
+        let options = Options {
+            start,
+            seed: index as u64,
+            faults,
+            ..Options::default()
+        };
+        Ok(Phone::new(profile, options, clock.now()))
     }
 
     /// A hub with one port per phone on `bus` (`1-1.N` style paths), each port holding its
     /// phone.
     pub fn hub(&self, bus: u8, clock: Arc<dyn Clock>) -> Result<VirtualHub, BenchError> {
-        let paths = (1..=self.len().min(255))
+        self.hub_with_faults(bus, clock, &[])
+    }
+
+    /// [`BenchSpec::hub`] with faults given to the phones of some ports (`--sim-fault`).
+    pub fn hub_with_faults(
+        &self,
+        bus: u8,
+        clock: Arc<dyn Clock>,
+        faults: &[SimFault],
+    ) -> Result<VirtualHub, BenchError> {
+        let paths: Vec<usb::PortPath> = (1..=self.len().min(255))
             .filter_map(|i| usb::PortPath::new(bus, &[1, i as u8]).ok())
             .collect();
+        let mut spec_of = vec![FaultSpec::default(); paths.len()];
+        for fault in faults {
+            let index = fault
+                .port_index(&paths)
+                .ok_or_else(|| BenchError::FaultPort(fault.port.clone()))?;
+            if let Some(spec) = spec_of.get_mut(index) {
+                spec.faults.extend(fault.spec.faults.iter().copied());
+            }
+        }
         let hub = VirtualHub::with_ports(paths, Arc::clone(&clock));
-        for i in 0..self.len().min(255) {
-            hub.plug(i, self.phone(i, &clock)?)?;
+        for (i, faults) in spec_of.into_iter().enumerate() {
+            hub.plug(i, self.phone_with(i, faults, &clock)?)?;
         }
         Ok(hub)
+    }
+}
+
+/// `--sim-fault PORT=SPEC`: faults (in `sim::fault`'s language) for the phone of one port of
+/// the virtual bench, the port named by its 1-based index (`2`) or its path (`1-1.2`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimFault {
+    /// The port as written.
+    pub port: String,
+    /// The faults.
+    pub spec: FaultSpec,
+}
+
+/// A `--sim-fault` that is not `PORT=SPEC`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimFaultError {
+    /// No `=`.
+    #[error("{0:?} is not PORT=SPEC (e.g. 1=asr:unplug@50%x1)")]
+    Shape(String),
+    /// The spec does not parse.
+    #[error(transparent)]
+    Spec(#[from] sim::fault::FaultSpecError),
+}
+
+impl FromStr for SimFault {
+    type Err = SimFaultError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (port, spec) = s
+            .split_once('=')
+            .filter(|(p, _)| !p.is_empty())
+            .ok_or_else(|| SimFaultError::Shape(s.chars().take(64).collect()))?;
+        Ok(SimFault {
+            port: port.to_string(),
+            spec: spec.parse()?,
+        })
+    }
+}
+
+impl SimFault {
+    /// The index of the port it names among `paths`.
+    fn port_index(&self, paths: &[usb::PortPath]) -> Option<usize> {
+        match self.port.parse::<usize>() {
+            Ok(n) => n.checked_sub(1).filter(|i| *i < paths.len()),
+            Err(_) => paths.iter().position(|p| p.to_string() == self.port),
+        }
     }
 }
 
@@ -196,6 +274,9 @@ pub enum BenchError {
     /// A port refused the phone.
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// A `--sim-fault` names a port the bench does not have.
+    #[error("--sim-fault names port {0:?}, which the virtual bench does not have")]
+    FaultPort(String),
 }
 
 /// The start mode of the `index`-th phone: recovery, DFU, normal, in turn.
@@ -264,6 +345,37 @@ mod tests {
         assert!(matches!(
             "iPhone14,3:asleep".parse::<PhoneSpec>(),
             Err(PhoneSpecError::Mode(_))
+        ));
+    }
+
+    #[test]
+    fn sim_faults_name_a_port_by_index_or_path() {
+        let clock: Arc<dyn Clock> = sim::clock::ManualClock::new();
+        let bench = BenchSpec::Mixed(2);
+        let by_index: SimFault = "2=asr:unplug@50%x1".parse().unwrap();
+        let by_path: SimFault = "1-1.1=recovery-upload:io-error".parse().unwrap();
+        let hub = bench
+            .hub_with_faults(1, Arc::clone(&clock), &[by_index, by_path])
+            .unwrap();
+        let specs: Vec<String> = (0..2)
+            .map(|i| {
+                hub.with_phone(i, |p| p.core().faults.spec().to_string())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(specs, ["recovery-upload:io-error", "asr:unplug@50%x1"]);
+        assert!(matches!(
+            "asr:unplug".parse::<SimFault>(),
+            Err(SimFaultError::Shape(_))
+        ));
+        assert!(matches!(
+            "1=asr:sing".parse::<SimFault>(),
+            Err(SimFaultError::Spec(_))
+        ));
+        let far: SimFault = "3=asr:unplug".parse().unwrap();
+        assert!(matches!(
+            bench.hub_with_faults(1, clock, &[far]),
+            Err(BenchError::FaultPort(_))
         ));
     }
 

@@ -11,21 +11,20 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use irecv::dfu::Clock;
-use lockdown::{HostCodec, Request};
 use plist::Dictionary;
 use restore::phase::{AwaitedMode, Deadlines, Phase};
-use restore::plan::{Delivery, Plan, Step};
+use restore::plan::{Delivery, Plan, StartMode, Step};
 use usb::UsbDevice;
 
+use super::entry::{self, EntryError, Prompt};
 use super::restoring::{
-    self, FinalStatus, Personalize, RestoreEvent, RestoreModeError, SourceError, StagedSource,
+    self, FinalStatus, Personalize, PersonalizeError, RestoreEvent, RestoreModeError, SourceError,
+    StagedSource,
 };
 use super::session::{Pump, SessionError};
 
 /// How long one iBoot command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long lockdown may take to answer `EnterRecovery`.
-const LOCKDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the phone comes back after it leaves the bus.
 pub trait Phones {
@@ -88,6 +87,8 @@ pub enum JobEvent {
     },
     /// Restore mode.
     Restore(RestoreEvent),
+    /// The technician must act at the phone (tap Trust, unlock it), or no longer (`None`).
+    Operator(Option<Prompt>),
 }
 
 /// Why a job stopped.
@@ -101,9 +102,12 @@ pub enum JobError {
         /// Why.
         source: WaitError,
     },
-    /// A component could not be read or personalized.
+    /// A component could not be read.
     #[error("{0}")]
     Component(#[from] SourceError),
+    /// A component could not be personalized (no ticket, a refused build, an altered image).
+    #[error("personalization: {0}")]
+    Personalize(Box<PersonalizeError>),
     /// A DFU download failed.
     #[error("DFU download of {component}: {source}")]
     Dfu {
@@ -122,7 +126,7 @@ pub enum JobError {
     },
     /// lockdown (normal mode).
     #[error("lockdown: {0}")]
-    Lockdown(String),
+    Lockdown(#[from] EntryError),
     /// The mux link.
     #[error(transparent)]
     Session(#[from] SessionError),
@@ -137,11 +141,18 @@ pub enum JobError {
     NoPhone(String),
 }
 
+impl From<PersonalizeError> for JobError {
+    fn from(e: PersonalizeError) -> Self {
+        JobError::Personalize(Box::new(e))
+    }
+}
+
 impl JobError {
     /// The phase the failure happened in.
     pub fn phase(&self, current: Phase) -> Phase {
         match self {
             JobError::Wait { phase, .. } => *phase,
+            JobError::Personalize(_) => Phase::Personalize,
             _ => current,
         }
     }
@@ -158,17 +169,34 @@ pub struct Materials<'a> {
     pub personalize: &'a mut dyn Personalize,
     /// `RestoreOptions` for `StartRestore`.
     pub restore_options: Dictionary,
+    /// Pair records for a phone starting in normal mode (the usbmuxd socket's directory);
+    /// `None` pairs anew each time and keeps nothing.
+    pub pair_records: Option<&'a std::path::Path>,
 }
 
-fn enter_recovery(dev: Box<dyn UsbDevice>) -> Result<(), JobError> {
-    let mut pump = Pump::open(dev)?;
-    let conn = pump.connect(lockdown::PORT, LOCKDOWN_TIMEOUT)?;
-    let mut codec = HostCodec::new().with_label("restation");
-    for request in [Request::QueryType, Request::EnterRecovery] {
-        let name = request.name().to_string();
-        super::identify::ask(&mut pump, conn, &mut codec, request, LOCKDOWN_TIMEOUT)
-            .map_err(|e| JobError::Lockdown(format!("{name}: {e}")))?;
-    }
+/// Pairs (or uses the saved pairing), starts a TLS session and sends `EnterRecovery`
+/// ([`super::entry`]).
+fn enter_recovery(
+    dev: Box<dyn UsbDevice>,
+    pair_records: Option<&std::path::Path>,
+    deadlines: &Deadlines,
+    clock: &mut dyn Clock,
+    on_event: &mut dyn FnMut(JobEvent),
+) -> Result<(), JobError> {
+    let records = entry::PairRecords::maybe(pair_records);
+    let host = entry::Host {
+        records: &records,
+        deadlines,
+        clock,
+        on_prompt: &mut |p| on_event(JobEvent::Operator(p)),
+    };
+    let entered = entry::enter_recovery(dev, host)?;
+    tracing::info!(
+        udid = %entered.udid,
+        paired = entered.paired,
+        tls = entered.tls,
+        "entering recovery"
+    );
     // The phone reboots into recovery once the reply is out; the next step waits for it.
     Ok(())
 }
@@ -219,6 +247,58 @@ fn command(dev: &mut dyn UsbDevice, text: &str) -> Result<(), JobError> {
     Ok(())
 }
 
+/// The restore ramdisk's mux link with transfers queued on a writer thread and the phone's
+/// bytes read on another, so the link stays busy while the next ASR chunk is prepared (see
+/// [`super::overlap`]); the plain handle when the backend cannot read from another thread.
+fn overlapped(mut dev: Box<dyn UsbDevice>) -> Result<Box<dyn UsbDevice>, JobError> {
+    let Some(mux) = usb::mux_configuration(dev.configurations()) else {
+        return Ok(dev);
+    };
+    // The reader starts at once: the interface must be claimed before it reads.
+    if dev.active_configuration().map_err(SessionError::from)? != mux.configuration {
+        dev.set_configuration(mux.configuration)
+            .map_err(SessionError::from)?;
+    }
+    dev.claim_interface(mux.interface)
+        .map_err(SessionError::from)?;
+    Ok(
+        match super::overlap::Overlapped::new(dev, mux.endpoint_in) {
+            Ok(o) => Box::new(o),
+            Err(dev) => dev,
+        },
+    )
+}
+
+/// Reads what the phone shows in recovery or DFU (serial string, nonces) and hands it to
+/// personalization: a new ApNonce there means a new ticket for the next image.
+fn observe(dev: &mut dyn UsbDevice, source: &mut StagedSource<'_>) -> Result<(), JobError> {
+    let serial_index = dev.device_descriptor().serial_number_index;
+    let mut read = |index: u8, what: &str| {
+        dev.string_descriptor(index, COMMAND_TIMEOUT)
+            .map_err(|e| SourceError {
+                what: format!("the phone's {what} (string descriptor {index})"),
+                reason: e.to_string(),
+            })
+    };
+    let serial_text = read(serial_index, "serial string")?;
+    let nonce_text = read(1, "nonces")?;
+    let serial = irecv::serial::SerialInfo::parse(&serial_text).map_err(|e| SourceError {
+        what: "the phone's serial string".into(),
+        reason: e.to_string(),
+    })?;
+    // Older SecureROMs put the nonces in the serial string itself.
+    let nonces = irecv::serial::Nonces::parse(&nonce_text)
+        .ok()
+        .filter(|n| n.ap_nonce.is_some())
+        .or_else(|| irecv::serial::Nonces::parse(&serial_text).ok())
+        .ok_or_else(|| SourceError {
+            what: "the phone's nonces".into(),
+            reason: format!("no NONC in {nonce_text:?} nor in the serial string"),
+        })?;
+    source.personalizer().observe(&serial, &nonces)?;
+    Ok(())
+}
+
 /// Runs `plan` from `first` (the phone as it is now) to restored's final status 0 and the
 /// phone back in iOS.
 pub fn run(
@@ -241,6 +321,13 @@ pub fn run(
         &plan.identity,
         &mut *materials.personalize,
     );
+    // A phone found in recovery or DFU shows its nonces now; in normal mode they come with
+    // recovery.
+    if plan.target.mode != StartMode::Normal {
+        if let Some(d) = dev.as_deref_mut() {
+            observe(d, &mut source)?;
+        }
+    }
     for (index, step) in plan.steps.iter().enumerate() {
         let phase = match step {
             Step::Await { phase } => *phase,
@@ -256,20 +343,29 @@ pub fn run(
         });
         let no_phone = || JobError::NoPhone(step.to_string());
         match step {
-            Step::EnterRecovery => enter_recovery(dev.take().ok_or_else(no_phone)?)?,
+            Step::EnterRecovery => enter_recovery(
+                dev.take().ok_or_else(no_phone)?,
+                materials.pair_records,
+                deadlines,
+                clock,
+                on_event,
+            )?,
             Step::Await { phase } => {
                 let mode = phase.awaited_mode().unwrap_or(AwaitedMode::Recovery);
                 // The old handle is for an enumeration that is gone.
                 drop(dev.take());
                 let within = deadlines.of(*phase);
-                dev = Some(
+                let mut back =
                     phones
                         .wait_for(plan.target.ecid, mode, within)
                         .map_err(|source| JobError::Wait {
                             phase: *phase,
                             source,
-                        })?,
-                );
+                        })?;
+                if matches!(mode, AwaitedMode::Recovery | AwaitedMode::Dfu) {
+                    observe(&mut *back, &mut source)?;
+                }
+                dev = Some(back);
             }
             Step::Send {
                 component: name,
@@ -304,21 +400,10 @@ pub fn run(
             }
             Step::Command { text } => command(dev.as_deref_mut().ok_or_else(no_phone)?, text)?,
             Step::RefreshNonce => {
-                let d = dev.as_deref_mut().ok_or_else(no_phone)?;
-                let text = d
-                    .string_descriptor(1, COMMAND_TIMEOUT)
-                    .map_err(|e| SourceError {
-                        what: "the phone's nonces (string descriptor 1)".into(),
-                        reason: e.to_string(),
-                    })?;
-                let nonces = irecv::serial::Nonces::parse(&text).map_err(|e| SourceError {
-                    what: "the phone's nonces".into(),
-                    reason: e.to_string(),
-                })?;
-                source.personalizer().nonces(&nonces)?;
+                observe(dev.as_deref_mut().ok_or_else(no_phone)?, &mut source)?;
             }
             Step::Restore => {
-                let mut pump = Pump::open(dev.take().ok_or_else(no_phone)?)?;
+                let mut pump = Pump::open(overlapped(dev.take().ok_or_else(no_phone)?)?)?;
                 let done = restoring::run(
                     &mut pump,
                     materials.restore_options.clone(),

@@ -8,6 +8,15 @@
 //! restore mode is taken over from its mux session first. Waiting for the phone to come back
 //! after a mode change is waiting for the registry to show the same ECID in the expected mode
 //! ([`RegistryPhones`]), with the phase's deadline.
+//!
+//! A failed attempt is not the end of the job: its typed failure goes to the retry ladder
+//! ([`restore::ladder`]), and the job thread does what it answers: wait for the same ECID
+//! back in a mode a plan starts from and run again from there (retry, re-enter recovery or
+//! DFU), ask the operator to put the phone in DFU mode or to move it to another port (the
+//! record's `operator`), verify the staged IPSW again before a 14 is retried, or stop with
+//! the verdict's number (3194 at once, 4014 after two ports). Every attempt is kept in the
+//! history under the one job; the record counts them (`attempts`) and says what comes next
+//! (`next_step`). The station's own errors stop the job without a number.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,15 +24,18 @@ use std::time::{Duration, SystemTime};
 
 use ipsw::manifest::{BuildManifest, RestoreBehavior};
 use irecv::mode::Mode;
+use restore::failure::Failure;
+use restore::ladder::{Attempt, Decision, Ladder, Next, Route};
 use restore::phase::{AwaitedMode, Deadlines, Phase};
 use restore::plan::{Plan, StartMode, Target};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use usb::{UsbBackend, UsbDevice};
 
-use super::job::{self, JobEvent, Materials, Phones, WaitError};
+use super::history;
+use super::job::{self, JobError, JobEvent, Materials, Phones, WaitError};
 use super::registry::{unix_ms, Entry, Key};
-use super::restoring::{Personalize, RestoreEvent, SourceError};
+use super::restoring::{Personalize, PersonalizeError, RestoreEvent};
 use super::Shared;
 
 /// How long a session may take to let go of a phone a job takes over.
@@ -96,6 +108,25 @@ pub struct JobRecord {
     pub ended_ms: Option<u64>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The failure as Apple's tools number it (4013, 3194, ...) or the phone's own status.
+    #[serde(default)]
+    pub number: Option<i64>,
+    /// What that number means, in one line.
+    #[serde(default)]
+    pub meaning: Option<String>,
+    /// What the technician does next.
+    #[serde(default)]
+    pub advice: Option<String>,
+    /// What the technician must do at the phone now for the job to go on (e.g. tap Trust).
+    #[serde(default)]
+    pub operator: Option<String>,
+    /// Attempts so far, the running one included (the retry ladder starts the next ones).
+    #[serde(default)]
+    pub attempts: u32,
+    /// What the retry ladder does after the latest failed attempt (`re-enter recovery and
+    /// retry`, ...).
+    #[serde(default)]
+    pub next_step: Option<String>,
 }
 
 /// A change of a job, on `/jobs/events`.
@@ -224,16 +255,20 @@ impl Personalization for AsShipped {
 }
 
 impl Personalize for AsShipped {
-    fn component(&mut self, _: &str, im4p: Vec<u8>) -> Result<Vec<u8>, SourceError> {
+    fn observe(
+        &mut self,
+        _: &irecv::serial::SerialInfo,
+        _: &irecv::serial::Nonces,
+    ) -> Result<(), PersonalizeError> {
+        Ok(())
+    }
+
+    fn component(&mut self, _: &str, im4p: Vec<u8>) -> Result<Vec<u8>, PersonalizeError> {
         Ok(im4p)
     }
 
-    fn root_ticket(&mut self) -> Result<Vec<u8>, SourceError> {
+    fn root_ticket(&mut self) -> Result<Vec<u8>, PersonalizeError> {
         Ok(Vec::new())
-    }
-
-    fn nonces(&mut self, _: &irecv::serial::Nonces) -> Result<(), SourceError> {
-        Ok(())
     }
 }
 
@@ -260,6 +295,8 @@ pub struct JobContext {
     pub deadlines: Deadlines,
     /// The runtime the registry waits run on.
     pub runtime: tokio::runtime::Handle,
+    /// Pair records (the usbmuxd socket's directory), for phones starting in normal mode.
+    pub pair_records: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for JobContext {
@@ -271,6 +308,17 @@ impl std::fmt::Debug for JobContext {
     }
 }
 
+/// The mode a plan starts from, for a phone the registry shows in `mode`; `None` for the
+/// modes no restore starts from.
+fn start_mode_of(mode: Mode) -> Option<StartMode> {
+    match mode {
+        Mode::Normal => Some(StartMode::Normal),
+        Mode::Recovery(_) => Some(StartMode::RecoveryIboot),
+        Mode::Dfu => Some(StartMode::Dfu),
+        Mode::Restore | Mode::RestoreOrMacDfu | Mode::Wtf | Mode::PortDfu | Mode::Kis => None,
+    }
+}
+
 fn start_mode(entry: &Entry) -> Result<StartMode, StartError> {
     let refuse = |why| StartError::Mode {
         key: entry.id.clone(),
@@ -278,15 +326,11 @@ fn start_mode(entry: &Entry) -> Result<StartMode, StartError> {
         why,
     };
     match entry.mode {
-        Mode::Normal => Ok(StartMode::Normal),
-        Mode::Recovery(_) => Ok(StartMode::RecoveryIboot),
-        Mode::Dfu => Ok(StartMode::Dfu),
         Mode::Restore | Mode::RestoreOrMacDfu => Err(refuse(
             "it is running a restore ramdisk; let it finish or reboot it",
         )),
-        Mode::Wtf | Mode::PortDfu | Mode::Kis => Err(refuse(
-            "restation does not restore from this mode; put it in DFU mode",
-        )),
+        mode => start_mode_of(mode)
+            .ok_or_else(|| refuse("restation does not restore from this mode; put it in DFU mode")),
     }
 }
 
@@ -368,15 +412,8 @@ pub fn start(
         .personalization
         .for_plan(&plan)
         .map_err(StartError::Personalization)?;
-    let identity_dict = restore::restored::identity_dict(&manifest_bytes, &plan.identity)
+    let restore_options = restore_options_for(&manifest_bytes, &plan, behavior)
         .ok_or_else(|| ipsw_err("the chosen build identity is not in the manifest".into()))?;
-    let restore_options = restore::restored::restore_options(
-        identity_dict,
-        &plan.product_version,
-        behavior,
-        true,
-        &uuid_for(ecid),
-    );
     // Take the phone.
     let device = entry
         .device
@@ -387,6 +424,8 @@ pub fn start(
         .jobs()
         .next
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ipsw_sha256 = record.sha256.clone();
+    let ipsw_id = record.id.clone();
     let record = JobRecord {
         id: job_id,
         ecid: entry.id.clone(),
@@ -405,59 +444,67 @@ pub fn start(
         started_ms: unix_ms(SystemTime::now()),
         ended_ms: None,
         error: None,
+        number: None,
+        meaning: None,
+        advice: None,
+        operator: None,
+        attempts: 1,
+        next_step: None,
     };
+    // The history keeps the job across restarts; it never stops a restore.
+    let kept = shared.history().cloned().and_then(|h| {
+        let new = history::NewJob {
+            station: history::station_name(),
+            daemon_job: Some(job_id),
+            ecid,
+            serial: id.serial_number.clone(),
+            udid: id.udid.clone(),
+            product_type: id.product_type.clone(),
+            port: record.port.clone(),
+            ipsw: record.ipsw.clone(),
+            ipsw_sha256: ipsw_sha256.clone(),
+            build_version: record.build_version.clone(),
+            behavior: record.behavior.clone(),
+            started: SystemTime::now(),
+        };
+        match h.start_job(&new) {
+            Ok(key) => Some((h, key)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the job history cannot record this job");
+                None
+            }
+        }
+    });
     shared.jobs().lock().insert(job_id, record.clone());
     let _ = shared.jobs().updates.send(JobUpdate { job: record });
 
-    let ctx = ctx.clone();
-    let shared = Arc::clone(shared);
+    let drive = Drive {
+        shared: Arc::clone(shared),
+        ctx: ctx.clone(),
+        id: job_id,
+        target: plan.target.clone(),
+        behavior,
+        manifest,
+        manifest_bytes,
+        file,
+        archive,
+        ipsw_id,
+        kept,
+    };
+    let first = Start {
+        plan,
+        device: first,
+        device_id: device,
+        port: entry.port.clone(),
+        personalize,
+        restore_options,
+    };
     std::thread::Builder::new()
         .name(format!("job-{job_id}"))
         .spawn(move || {
             let span = tracing::info_span!("job", id = job_id, ecid = %format!("{ecid:#x}"));
             let _enter = span.enter();
-            let mut personalize = personalize;
-            let mut phones = RegistryPhones {
-                shared: Arc::clone(&shared),
-                ctx: ctx.clone(),
-                used: std::collections::HashSet::from([device]),
-            };
-            let jobs = shared.jobs();
-            let mut phase = Phase::Upload;
-            let result = job::run(
-                &plan,
-                first,
-                &mut phones,
-                Materials {
-                    file: &file,
-                    archive: &archive,
-                    personalize: &mut *personalize,
-                    restore_options,
-                },
-                &ctx.deadlines,
-                &mut irecv::dfu::SystemClock,
-                &mut |event| apply(jobs, job_id, &mut phase, event),
-            );
-            let now = unix_ms(SystemTime::now());
-            match result {
-                Ok(_) => {
-                    tracing::info!("restored");
-                    jobs.update(job_id, |r| {
-                        r.state = JobState::Succeeded;
-                        r.progress = 1.0;
-                        r.ended_ms = Some(now);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "restore failed");
-                    jobs.update(job_id, |r| {
-                        r.state = JobState::Failed;
-                        r.phase = e.phase(phase).to_string();
-                        r.error = Some(e.to_string());
-                        r.ended_ms = Some(now);
-                    });
-                }
-            }
+            drive.run(first);
         })
         .map_err(|e| StartError::Takeover(format!("cannot start the job's thread: {e}")))?;
     Ok(job_id)
@@ -488,7 +535,27 @@ fn apply(jobs: &Jobs, id: u64, phase: &mut Phase, event: JobEvent) {
             jobs.update(id, |r| r.progress = progress as f64 / 100.0)
         }
         JobEvent::Restore(_) => {}
+        JobEvent::Operator(prompt) => jobs.update(id, |r| {
+            r.operator = prompt.map(|p| p.line(r.port.as_deref()));
+        }),
     }
+}
+
+/// restored's `RestoreOptions` for `plan`; `None` when its build identity is not in the
+/// manifest.
+fn restore_options_for(
+    manifest_bytes: &[u8],
+    plan: &Plan,
+    behavior: RestoreBehavior,
+) -> Option<plist::Dictionary> {
+    let identity_dict = restore::restored::identity_dict(manifest_bytes, &plan.identity)?;
+    Some(restore::restored::restore_options(
+        identity_dict,
+        &plan.product_version,
+        behavior,
+        true,
+        &uuid_for(plan.target.ecid),
+    ))
 }
 
 /// A stable restore UUID per phone (restored only wants one to be there).
@@ -573,5 +640,496 @@ impl Phones for RegistryPhones {
                 Err(e) => return Err(WaitError::Takeover(e)),
             }
         }
+    }
+}
+
+/// Which modes end a wait between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// Any mode a plan starts from (normal, recovery, DFU); not restore mode, which the phone
+    /// has to reboot out of first.
+    Start,
+    /// DFU only: the operator was asked to put it there.
+    Dfu,
+}
+
+/// The phone as found between attempts, taken over.
+struct Found {
+    device: Box<dyn UsbDevice>,
+    id: usb::DeviceId,
+    mode: Mode,
+    port: Option<usb::PortPath>,
+}
+
+impl RegistryPhones {
+    /// Waits until the phone `ecid` is on the bus in a mode `awaiting` accepts (and, when
+    /// `not_on` is given, on another port than that), at most `within`, and takes it over.
+    /// The enumeration the last attempt ended on counts: a phone that stayed where it was is
+    /// found at once.
+    fn wait_for_start(
+        &mut self,
+        ecid: u64,
+        awaiting: Awaiting,
+        not_on: Option<&usb::PortPath>,
+        within: Duration,
+    ) -> Result<Found, WaitError> {
+        let deadline = tokio::time::Instant::now() + within;
+        let key = Key::Ecid(ecid);
+        let mut gone = std::collections::HashSet::new();
+        loop {
+            let shared = Arc::clone(&self.shared);
+            let found = self.ctx.runtime.block_on(async {
+                tokio::time::timeout_at(
+                    deadline,
+                    shared.wait_for_entry(|r| {
+                        let e = r.get(&key).filter(|e| e.present)?;
+                        let mode_fits = match awaiting {
+                            Awaiting::Start => start_mode_of(e.mode).is_some(),
+                            Awaiting::Dfu => e.mode == Mode::Dfu,
+                        };
+                        let moved = match (not_on, &e.port) {
+                            (Some(bad), Some(port)) => port != bad,
+                            (Some(_), None) => false,
+                            (None, _) => true,
+                        };
+                        let device = e.device.filter(|d| !gone.contains(d))?;
+                        (mode_fits && moved).then(|| (device, e.mode, e.port.clone()))
+                    }),
+                )
+                .await
+            });
+            let (id, mode, port) = found.map_err(|_| WaitError::Deadline {
+                mode: match awaiting {
+                    Awaiting::Start => AwaitedMode::Recovery,
+                    Awaiting::Dfu => AwaitedMode::Dfu,
+                },
+                within,
+            })?;
+            self.used.insert(id);
+            match take_over(&self.shared, &self.ctx, id) {
+                Ok(device) => {
+                    return Ok(Found {
+                        device,
+                        id,
+                        mode,
+                        port,
+                    })
+                }
+                // Gone already (a departure the registry has not seen yet): wait on.
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(device = %id, error = %e, "a stale enumeration; waiting for the next");
+                    gone.insert(id);
+                }
+                Err(e) => return Err(WaitError::Takeover(e)),
+            }
+        }
+    }
+}
+
+/// What one attempt starts with.
+struct Start {
+    plan: Plan,
+    device: Box<dyn UsbDevice>,
+    device_id: usb::DeviceId,
+    port: Option<usb::PortPath>,
+    personalize: Box<dyn Personalize + Send>,
+    restore_options: plist::Dictionary,
+}
+
+/// How a job ends.
+enum End {
+    /// Back in iOS with the new build.
+    Restored,
+    /// The station's own error (no number).
+    Station { phase: Phase, error: String },
+    /// The phone failed and the ladder (or a wait between attempts) stopped: `number` is the
+    /// verdict's (4014 after two ports) or the last failure's.
+    Failed {
+        failure: Box<Failure>,
+        number: i64,
+        error: String,
+    },
+}
+
+/// A restore job's thread: attempts run one after another as the retry ladder
+/// ([`restore::ladder`]) says, each from the mode the phone is in when it starts.
+struct Drive {
+    shared: Arc<Shared>,
+    ctx: JobContext,
+    id: u64,
+    /// The phone, as far as a plan needs (the mode is each attempt's own).
+    target: Target,
+    behavior: RestoreBehavior,
+    manifest: BuildManifest,
+    manifest_bytes: Vec<u8>,
+    file: std::fs::File,
+    archive: ipsw::archive::Archive,
+    /// The staged IPSW's id in the store (its SHA-256).
+    ipsw_id: String,
+    kept: Option<(Arc<dyn history::HistoryStore>, history::JobKey)>,
+}
+
+impl Drive {
+    fn run(self, first: Start) {
+        let route = match first.plan.target.mode {
+            StartMode::Dfu => Route::Dfu,
+            _ => Route::Recovery,
+        };
+        let mut ladder = Ladder::new(self.target.ecid, route);
+        let mut phones = RegistryPhones {
+            shared: Arc::clone(&self.shared),
+            ctx: self.ctx.clone(),
+            used: std::collections::HashSet::new(),
+        };
+        let mut start = first;
+        let mut number = 0u32;
+        let end = loop {
+            number += 1;
+            self.shared.jobs().update(self.id, |r| r.attempts = number);
+            phones.used.insert(start.device_id);
+            let attempt = self.start_attempt();
+            let jobs = self.shared.jobs();
+            let id = self.id;
+            let mut phase = Phase::Upload;
+            let result = job::run(
+                &start.plan,
+                start.device,
+                &mut phones,
+                Materials {
+                    file: &self.file,
+                    archive: &self.archive,
+                    personalize: &mut *start.personalize,
+                    restore_options: start.restore_options,
+                    pair_records: self.ctx.pair_records.as_deref(),
+                },
+                &self.ctx.deadlines,
+                &mut irecv::dfu::SystemClock,
+                &mut |event| apply(jobs, id, &mut phase, event),
+            );
+            let ended = SystemTime::now();
+            let err = match result {
+                Ok(_) => {
+                    self.end_attempt(
+                        attempt,
+                        &history::AttemptOutcome::succeeded(ended, Phase::FinalReboot),
+                    );
+                    break End::Restored;
+                }
+                Err(e) => e,
+            };
+            tracing::warn!(error = %err, attempt = number, "restore attempt failed");
+            let Some(failure) = super::failure::failure_of(&err, phase) else {
+                let phase = err.phase(phase);
+                self.end_attempt(
+                    attempt,
+                    &history::AttemptOutcome::station_error(ended, phase, &err),
+                );
+                break End::Station {
+                    phase,
+                    error: err.to_string(),
+                };
+            };
+            self.end_attempt(attempt, &history::AttemptOutcome::failed(ended, &failure));
+            match self.next_attempt(&mut ladder, &mut phones, failure, start.port, &err) {
+                Ok(next) => start = next,
+                Err(end) => break end,
+            }
+        };
+        self.finish(end);
+    }
+
+    /// Feeds the failed attempt to the ladder and carries out its answer: the next attempt's
+    /// start, or the end of the job.
+    fn next_attempt(
+        &self,
+        ladder: &mut Ladder,
+        phones: &mut RegistryPhones,
+        failure: Failure,
+        port: Option<usb::PortPath>,
+        err: &JobError,
+    ) -> Result<Start, End> {
+        let error = err.to_string();
+        let stop = |failure: &Failure, error: String| End::Failed {
+            number: failure.number(),
+            failure: Box::new(failure.clone()),
+            error,
+        };
+        // Without a port the ladder cannot tell ports apart: the failure stands.
+        let Some(port) = port else {
+            return Err(stop(&failure, error));
+        };
+        let mut decision = ladder
+            .record(Attempt::new(
+                failure.clone(),
+                port.clone(),
+                self.target.ecid,
+            ))
+            .map_err(|e| stop(&failure, format!("{error} (retry ladder: {e})")))?;
+        let deadlines = &self.ctx.deadlines;
+        loop {
+            self.note(&failure, &decision, &error);
+            tracing::info!(attempt = decision.attempt, number = decision.number, next = %decision.next, "retry ladder");
+            let (awaiting, within, not_on, prompt) = match &decision.next {
+                Next::RetryStep { .. } | Next::ReenterRecovery | Next::ReenterDfu => {
+                    (Awaiting::Start, deadlines.enter_recovery, None, None)
+                }
+                Next::EscalateToDfu => (
+                    Awaiting::Dfu,
+                    deadlines.operator,
+                    None,
+                    Some(dfu_prompt(self.target.product_type.as_deref(), &port)),
+                ),
+                Next::AskTrust => (
+                    Awaiting::Start,
+                    deadlines.pair,
+                    None,
+                    Some(super::entry::Prompt::Unlock.line(Some(&port.to_string()))),
+                ),
+                Next::MovePort(flag) => {
+                    let mut why = format!("{}: {}", flag.number, flag.cause);
+                    if !flag.evidence.is_empty() {
+                        why.push_str(&format!("; {}", flag.evidence));
+                    }
+                    (
+                        Awaiting::Start,
+                        deadlines.operator,
+                        Some(flag.port.clone()),
+                        Some(format!(
+                            "port {} looks bad ({why}): move the phone to another port and swap the cable",
+                            flag.port
+                        )),
+                    )
+                }
+                Next::ReverifyFirmware => {
+                    let intact = self.reverify();
+                    decision = ladder
+                        .firmware_verified(intact)
+                        .map_err(|e| stop(&failure, format!("{error} (retry ladder: {e})")))?;
+                    continue;
+                }
+                Next::Verdict(v) => {
+                    return Err(End::Failed {
+                        failure: Box::new(v.failure.clone()),
+                        number: v.number,
+                        error: format!("{error} (attempt {}: {})", decision.attempt, decision.next),
+                    })
+                }
+            };
+            self.shared.jobs().update(self.id, |r| r.operator = prompt);
+            let found = phones.wait_for_start(self.target.ecid, awaiting, not_on.as_ref(), within);
+            self.shared.jobs().update(self.id, |r| r.operator = None);
+            let found = found.map_err(|e| {
+                stop(
+                    &failure,
+                    format!("{error}; waiting to {}: {e}", decision.next),
+                )
+            })?;
+            return self.prepare(found);
+        }
+    }
+
+    /// The next attempt's plan from the mode the phone is in now, its personalization and
+    /// restored's options.
+    fn prepare(&self, found: Found) -> Result<Start, End> {
+        let station = |error: String| End::Station {
+            phase: Phase::Upload,
+            error,
+        };
+        let mode = start_mode_of(found.mode)
+            .ok_or_else(|| station(format!("the phone came back in {} mode", found.mode)))?;
+        let plan = Plan::new(
+            Target {
+                mode,
+                ..self.target.clone()
+            },
+            &self.manifest,
+            self.behavior,
+        )
+        .map_err(|e| station(e.to_string()))?;
+        let personalize = self.ctx.personalization.for_plan(&plan).map_err(station)?;
+        let restore_options = restore_options_for(&self.manifest_bytes, &plan, self.behavior)
+            .ok_or_else(|| station("the chosen build identity is not in the manifest".into()))?;
+        self.shared.jobs().update(self.id, |r| {
+            r.start_mode = mode.to_string();
+            r.steps = plan.steps.len();
+            r.step = 0;
+            r.progress = 0.0;
+        });
+        Ok(Start {
+            plan,
+            device: found.device,
+            device_id: found.id,
+            port: found.port,
+            personalize,
+            restore_options,
+        })
+    }
+
+    /// Verifies the staged IPSW again (whole-file hashes and every component digest); a file
+    /// that no longer matches is quarantined by the store.
+    fn reverify(&self) -> bool {
+        let outcome = ipsw::store::Store::open(&self.ctx.store)
+            .and_then(|store| store.verify(&self.ipsw_id, None));
+        match outcome {
+            Ok(ipsw::store::VerifyOutcome::Intact(_)) => true,
+            Ok(ipsw::store::VerifyOutcome::Quarantined { reason, .. }) => {
+                tracing::warn!(error = %reason, "the staged IPSW no longer verifies: quarantined");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the staged IPSW cannot be verified");
+                false
+            }
+        }
+    }
+
+    /// The job record after a failed attempt: the failure, the count, the ladder's answer.
+    fn note(&self, failure: &Failure, decision: &Decision, error: &str) {
+        let entry = failure.explain();
+        self.shared.jobs().update(self.id, |r| {
+            r.phase = failure.phase.to_string();
+            r.error = Some(error.to_string());
+            r.number = Some(entry.number);
+            r.meaning = Some(entry.meaning.to_string());
+            r.advice = Some(entry.advice.to_string());
+            r.next_step = Some(decision.next.to_string());
+        });
+    }
+
+    fn start_attempt(&self) -> Option<history::AttemptKey> {
+        let (h, key) = self.kept.as_ref()?;
+        h.start_attempt(*key, SystemTime::now())
+            .map_err(|e| tracing::warn!(error = %e, "the job history cannot record the attempt"))
+            .ok()
+    }
+
+    fn end_attempt(&self, attempt: Option<history::AttemptKey>, outcome: &history::AttemptOutcome) {
+        if let (Some((h, _)), Some(attempt)) = (&self.kept, attempt) {
+            if let Err(e) = h.end_attempt(attempt, outcome) {
+                tracing::warn!(error = %e, "the job history cannot record the end of the attempt");
+            }
+        }
+    }
+
+    fn finish(self, end: End) {
+        let ended = SystemTime::now();
+        let now = unix_ms(ended);
+        let jobs = self.shared.jobs();
+        let kept_end = match &end {
+            End::Restored => {
+                tracing::info!("restored");
+                jobs.update(self.id, |r| {
+                    r.state = JobState::Succeeded;
+                    r.progress = 1.0;
+                    r.ended_ms = Some(now);
+                    r.operator = None;
+                    r.next_step = None;
+                });
+                history::JobEnd::restored(ended)
+            }
+            End::Station { phase, error } => {
+                tracing::warn!(%error, "restore failed (the station's own error)");
+                jobs.update(self.id, |r| {
+                    r.state = JobState::Failed;
+                    r.phase = phase.to_string();
+                    r.error = Some(error.clone());
+                    r.ended_ms = Some(now);
+                    r.next_step = None;
+                });
+                history::JobEnd::station_error(ended, error)
+            }
+            End::Failed {
+                failure,
+                number,
+                error,
+            } => {
+                let entry = restore::failure::explain(*number)
+                    .copied()
+                    .unwrap_or_else(|| failure.explain());
+                tracing::warn!(number, %error, "restore failed");
+                jobs.update(self.id, |r| {
+                    r.state = JobState::Failed;
+                    r.phase = failure.phase.to_string();
+                    r.error = Some(error.clone());
+                    r.number = Some(*number);
+                    r.meaning = Some(entry.meaning.to_string());
+                    r.advice = Some(entry.advice.to_string());
+                    r.ended_ms = Some(now);
+                    r.next_step = None;
+                });
+                history::JobEnd {
+                    ended,
+                    result: history::JobResult::Failed,
+                    number: Some(*number),
+                    advice: Some(entry.advice.to_string()),
+                    error: Some(error.clone()),
+                }
+            }
+        };
+        if let Some((h, key)) = &self.kept {
+            if let Err(e) = h.end_job(*key, &kept_end) {
+                tracing::warn!(error = %e, "the job history cannot record the end of this job");
+            }
+        }
+    }
+}
+
+/// What the operator does to put the phone in DFU mode, for its model when known.
+fn dfu_prompt(product_type: Option<&str>, port: &usb::PortPath) -> String {
+    // iPhone8,x and older have a Home button; iPhone9,x (iPhone 7) uses volume down; the
+    // iPhone 8 and later (iPhone10,x on) use the volume-up, volume-down, side sequence.
+    let generation = product_type
+        .and_then(|p| p.strip_prefix("iPhone"))
+        .and_then(|p| p.split(',').next())
+        .and_then(|major| major.parse::<u32>().ok());
+    let how = match generation {
+        Some(g) if g >= 10 => {
+            "press and release Volume Up, press and release Volume Down, hold the Side button \
+             until the screen goes black, then hold Side and Volume Down together for 5 s, release \
+             Side and keep holding Volume Down for 10 s (the screen stays black)"
+        }
+        Some(9) => {
+            "hold the Side button and Volume Down together for 8 s, release Side and keep \
+             holding Volume Down for 5 s (the screen stays black)"
+        }
+        Some(_) => {
+            "hold the Home button and the Side (or Top) button together for 8 s, release the \
+             Side button and keep holding Home for 5 s (the screen stays black)"
+        }
+        None => {
+            "follow the DFU-mode button sequence for this model (the screen stays black in DFU)"
+        }
+    };
+    match product_type {
+        Some(p) => format!("Put the phone in DFU mode ({p}, port {port}): {how}"),
+        None => format!("Put the phone in DFU mode (port {port}): {how}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dfu_prompt_names_the_model_its_buttons_and_the_port() {
+        let port: usb::PortPath = "1-1.3".parse().unwrap();
+        let new = dfu_prompt(Some("iPhone14,3"), &port);
+        assert!(new.starts_with("Put the phone in DFU mode (iPhone14,3, port 1-1.3): "));
+        assert!(new.contains("Volume Up"), "{new}");
+        assert!(dfu_prompt(Some("iPhone9,1"), &port).contains("Volume Down"));
+        assert!(dfu_prompt(Some("iPhone7,2"), &port).contains("Home"));
+        let generic = dfu_prompt(None, &port);
+        assert!(
+            generic.starts_with("Put the phone in DFU mode (port 1-1.3): "),
+            "{generic}"
+        );
+    }
+
+    #[test]
+    fn only_normal_recovery_and_dfu_start_a_plan() {
+        assert_eq!(start_mode_of(Mode::Normal), Some(StartMode::Normal));
+        assert_eq!(start_mode_of(Mode::Dfu), Some(StartMode::Dfu));
+        assert_eq!(start_mode_of(Mode::Restore), None);
+        assert_eq!(start_mode_of(Mode::PortDfu), None);
     }
 }

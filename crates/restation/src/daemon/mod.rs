@@ -10,14 +10,23 @@
 
 pub mod api;
 pub mod bench;
+pub mod dashboard;
+pub mod entry;
+pub mod failure;
+pub mod history;
 pub mod identify;
+pub mod identify_button;
 pub mod job;
 pub mod jobs;
 pub mod merged;
+pub mod metrics;
 pub mod muxd;
+pub mod overlap;
+pub mod personalize;
 pub mod registry;
 pub mod restoring;
 pub mod session;
+pub mod tcp;
 #[cfg(test)]
 mod tests;
 
@@ -81,6 +90,24 @@ pub struct Shared {
     jobs: jobs::Jobs,
     /// How to start jobs (set by the daemon that can run them).
     job_context: std::sync::OnceLock<jobs::JobContext>,
+    /// Where finished and running jobs are kept across restarts.
+    history: HistorySlot,
+    /// What `/metrics` shows beyond the registry and the jobs.
+    metrics: metrics::Metrics,
+}
+
+/// Where jobs are kept, once the daemon opened it.
+#[derive(Default)]
+struct HistorySlot(std::sync::OnceLock<Arc<dyn history::HistoryStore>>);
+
+impl std::fmt::Debug for HistorySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "HistorySlot(kept)"
+        } else {
+            "HistorySlot(none)"
+        })
+    }
 }
 
 impl Default for Shared {
@@ -94,6 +121,8 @@ impl Default for Shared {
             sessions: Mutex::new(HashMap::new()),
             jobs: jobs::Jobs::default(),
             job_context: std::sync::OnceLock::new(),
+            history: HistorySlot::default(),
+            metrics: metrics::Metrics::default(),
         }
     }
 }
@@ -123,9 +152,24 @@ impl Shared {
         &self.jobs
     }
 
+    /// The counters and histograms of `/metrics` (phase durations, bytes sent).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
     /// Lets this daemon run restore jobs (once; later calls are ignored).
     pub fn enable_jobs(&self, ctx: jobs::JobContext) {
         let _ = self.job_context.set(ctx);
+    }
+
+    /// Keeps every job in `store` (once; later calls are ignored).
+    pub fn set_history(&self, store: Arc<dyn history::HistoryStore>) {
+        let _ = self.history.0.set(store);
+    }
+
+    /// The job history, when one is kept.
+    pub fn history(&self) -> Option<&Arc<dyn history::HistoryStore>> {
+        self.history.0.get()
     }
 
     /// How jobs are started, when they can be.

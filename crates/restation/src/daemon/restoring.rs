@@ -248,11 +248,20 @@ fn stream_image(
                         chunk.extend_from_slice(rest.get(..take).unwrap_or_default());
                         rest = rest.get(take..).unwrap_or_default();
                         if chunk.len() == chunk_size || (n == 0 && !chunk.is_empty()) {
-                            pump.send_all(conn, &chunk, silence)?;
+                            // The checksum goes with its chunk: one stream write, full
+                            // mux packets.
                             if checksums {
-                                pump.send_all(conn, &chunk_trailer(&chunk), silence)?;
+                                let trailer = chunk_trailer(&chunk);
+                                chunk.extend_from_slice(&trailer);
                             }
-                            sent += chunk.len() as u64;
+                            pump.send_all(conn, &chunk, silence)?;
+                            let payload = chunk.len()
+                                - if checksums {
+                                    restore::asr::CHECKSUM_LEN
+                                } else {
+                                    0
+                                };
+                            sent += payload as u64;
                             chunk.clear();
                             if sent - last_report > total / 100 || sent == total {
                                 last_report = sent;
@@ -362,17 +371,71 @@ pub fn run(
     }
 }
 
-/// Personalization of the components restored asks for (the TSS ticket, stitched images).
+/// Personalization of the images a phone boots: the TSS ticket for its ECID and current
+/// ApNonce, and each component stitched into an IMG4 with it.
 pub trait Personalize {
+    /// What the phone shows now in recovery or DFU: its serial string (chip, board, ECID,
+    /// security domain and fuses) and its nonces. Called on every arrival in those modes; a
+    /// changed ApNonce makes the ticket in hand useless (the phone refuses it), so the next
+    /// image needs a new one.
+    fn observe(
+        &mut self,
+        serial: &irecv::serial::SerialInfo,
+        nonces: &irecv::serial::Nonces,
+    ) -> Result<(), PersonalizeError>;
+
     /// The image of component `name` (its IM4P from the IPSW) as this phone will load it.
-    fn component(&mut self, name: &str, im4p: Vec<u8>) -> Result<Vec<u8>, SourceError>;
+    fn component(&mut self, name: &str, im4p: Vec<u8>) -> Result<Vec<u8>, PersonalizeError>;
 
     /// The root ticket (IM4M) for `RootTicket`.
-    fn root_ticket(&mut self) -> Result<Vec<u8>, SourceError>;
+    fn root_ticket(&mut self) -> Result<Vec<u8>, PersonalizeError>;
+}
 
-    /// The phone's nonces as it shows them now (after iBSS they may have changed: a ticket
-    /// for the old ApNonce is then refused by the phone, so a new one is needed).
-    fn nonces(&mut self, nonces: &irecv::serial::Nonces) -> Result<(), SourceError>;
+/// Why an image could not be personalized.
+#[derive(Debug, thiserror::Error)]
+pub enum PersonalizeError {
+    /// The signing server refused or could not be reached (`tss::TssError::status` 94 is an
+    /// unsigned build: Apple's 3194).
+    #[error("TSS: {0}")]
+    Tss(Box<tss::TssError>),
+    /// The IPSW's image is not the one the build manifest describes (a damaged or altered
+    /// IPSW: the phone would refuse it).
+    #[error("{component}: the IPSW's image has digest {got}, the build manifest says {expected}: re-stage the IPSW")]
+    Digest {
+        /// The component.
+        component: String,
+        /// The manifest's digest (hex).
+        expected: String,
+        /// The image's (hex).
+        got: String,
+    },
+    /// An image or ticket that cannot be stitched.
+    #[error("{component}: cannot stitch the IMG4: {source}")]
+    Stitch {
+        /// The component.
+        component: String,
+        /// Why.
+        source: Box<tss::img4::Img4Error>,
+    },
+    /// A ticket was needed before the phone showed its nonce (a job starting in normal mode
+    /// learns it only in recovery).
+    #[error("no ApNonce read from the phone yet: a ticket cannot be asked for")]
+    NoNonce,
+    /// The phone's serial string lacks what a TSS request needs.
+    #[error("the phone's serial string has no {0}")]
+    MissingField(&'static str),
+    /// The TSS request could not be built for this build identity.
+    #[error("TSS request: {0}")]
+    Request(#[from] tss::request::RequestError),
+    /// Reading the image failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+impl From<tss::TssError> for PersonalizeError {
+    fn from(e: tss::TssError) -> Self {
+        PersonalizeError::Tss(Box::new(e))
+    }
 }
 
 /// restored's data from a staged IPSW: members read straight from the store's file, the OS
@@ -424,9 +487,15 @@ impl<'a> StagedSource<'a> {
     }
 
     /// Component `component` of the build identity, personalized for the phone.
-    pub fn component(&mut self, component: &str) -> Result<Vec<u8>, SourceError> {
+    pub fn component(&mut self, component: &str) -> Result<Vec<u8>, PersonalizeError> {
         let im4p = self.read(component)?;
         self.personalize.component(component, im4p)
+    }
+
+    /// A component for restored's data requests (errors as restored's loop reports them).
+    fn data_component(&mut self, component: &str) -> Result<Vec<u8>, SourceError> {
+        self.component(component)
+            .map_err(|e| as_source(component, e))
     }
 
     /// The personalization (to hand it the phone's nonces).
@@ -435,13 +504,26 @@ impl<'a> StagedSource<'a> {
     }
 }
 
+fn as_source(what: &str, e: PersonalizeError) -> SourceError {
+    match e {
+        PersonalizeError::Source(s) => s,
+        other => SourceError {
+            what: what.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 impl DataSource for StagedSource<'_> {
     fn data(&mut self, data_type: &DataType) -> Result<Option<Vec<u8>>, SourceError> {
         Ok(Some(match data_type {
-            DataType::RootTicket => self.personalize.root_ticket()?,
-            DataType::KernelCache => self.component("RestoreKernelCache")?,
-            DataType::DeviceTree => self.component("RestoreDeviceTree")?,
-            DataType::NorData => self.component("LLB")?,
+            DataType::RootTicket => self
+                .personalize
+                .root_ticket()
+                .map_err(|e| as_source("RootTicket", e))?,
+            DataType::KernelCache => self.data_component("RestoreKernelCache")?,
+            DataType::DeviceTree => self.data_component("RestoreDeviceTree")?,
+            DataType::NorData => self.data_component("LLB")?,
             DataType::BasebandData => self.read("BasebandFirmware")?,
             // Answered with an empty dictionary: nothing to send for a phone without FDR data.
             DataType::FdrTrustData => Vec::new(),

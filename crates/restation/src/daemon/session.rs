@@ -90,6 +90,18 @@ impl SessionError {
     }
 }
 
+/// The largest mux packet the host sends: usbmux's limit, less one byte when that is a
+/// multiple of the endpoint's packet size, so that a full packet never needs a zero-length
+/// packet after it (one transfer less per packet of a large stream).
+pub fn packet_size(w_max_packet_size: u16) -> usize {
+    let limit = usbmux::MAX_PACKET;
+    if usbmux::needs_zlp(limit, w_max_packet_size) {
+        limit - 1
+    } else {
+        limit
+    }
+}
+
 /// A blocking usbmux driver over one opened phone: the handshake, then connections.
 pub struct Pump {
     dev: Box<dyn UsbDevice>,
@@ -131,7 +143,15 @@ impl Pump {
         dev.claim_interface(mux.interface)?;
         let mut pump = Pump {
             dev,
-            link: Link::new(Instant::now()),
+            link: Link::with_config(
+                usbmux::Config {
+                    max_packet: packet_size(mux.out_max_packet_size),
+                    // usbmuxd resets connections with an empty RST; only phones give reasons.
+                    reset_reasons: false,
+                    ..usbmux::Config::default()
+                },
+                Instant::now(),
+            ),
             interface: mux.interface,
             ep_out: mux.endpoint_out,
             ep_in: mux.endpoint_in,

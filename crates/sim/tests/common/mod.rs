@@ -10,7 +10,7 @@ use std::time::Duration;
 use sim::clock::{Clock, DriverClock, ManualClock};
 use sim::hub::VirtualHub;
 use sim::phone::{Mode, Options, Phone};
-use sim::profile::Profile;
+use sim::profile::{Pairing, Profile};
 use usb::{DeviceInfo, HotplugEvent, UsbBackend, UsbDevice, Watch};
 
 pub const T: Duration = Duration::from_secs(5);
@@ -27,6 +27,18 @@ impl Bench {
     pub fn new(product: &str, seed: u64, options: Options) -> Bench {
         let bench = Bench::empty(4);
         bench.plug(0, product, seed, options);
+        bench
+    }
+
+    /// As [`Bench::new`], with a phone that lets unpaired hosts in (`Pairing::Lenient`): for
+    /// the conversations of test hosts that do not pair (a plain `StartSession`, or
+    /// `EnterRecovery` outside a session), which the default phone refuses as real ones do.
+    pub fn lenient(product: &str, seed: u64, options: Options) -> Bench {
+        let bench = Bench::empty(4);
+        let mut profile = Profile::for_product_type(product, seed).unwrap();
+        profile.pairing = Pairing::Lenient;
+        let phone = Phone::new(profile, options, bench.clock.now());
+        bench.hub.plug(0, phone).unwrap();
         bench
     }
 
