@@ -463,7 +463,11 @@ fn metrics_after_a_restore_parse_as_the_text_exposition_format() {
         find(&m, "restation_restores_running", &[]).unwrap().value,
         0.0
     );
-    assert!(find(&m, "restation_transferred_bytes_total", &[]).is_some());
+    // At least the OS image went over ASR (the synthetic IPSW's is 256 KiB or more).
+    let bytes = find(&m, "restation_transferred_bytes_total", &[])
+        .unwrap()
+        .value;
+    assert!(bytes >= 256.0 * 1024.0, "{bytes} bytes counted");
     for name in [
         "restation_devices_ignored_total",
         "restation_identify_failed_total",

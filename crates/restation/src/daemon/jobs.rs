@@ -510,6 +510,19 @@ pub fn start(
     Ok(job_id)
 }
 
+/// Feeds `/metrics`' bytes counter from restore mode: what restored was served, and the OS
+/// image's progress over ASR (a running total; `image_sent` keeps the last one).
+fn count_bytes(metrics: &super::metrics::Metrics, image_sent: &mut u64, event: &JobEvent) {
+    match event {
+        JobEvent::Restore(RestoreEvent::Served { bytes, .. }) => metrics.bytes(*bytes),
+        JobEvent::Restore(RestoreEvent::Image { sent, .. }) => {
+            metrics.bytes(sent.saturating_sub(*image_sent));
+            *image_sent = (*image_sent).max(*sent);
+        }
+        _ => {}
+    }
+}
+
 fn apply(jobs: &Jobs, id: u64, phase: &mut Phase, event: JobEvent) {
     match event {
         JobEvent::Step {
@@ -791,6 +804,8 @@ impl Drive {
             let jobs = self.shared.jobs();
             let id = self.id;
             let mut phase = Phase::Upload;
+            let metrics = self.shared.metrics();
+            let mut image_sent = 0u64;
             let result = job::run(
                 &start.plan,
                 start.device,
@@ -804,7 +819,10 @@ impl Drive {
                 },
                 &self.ctx.deadlines,
                 &mut irecv::dfu::SystemClock,
-                &mut |event| apply(jobs, id, &mut phase, event),
+                &mut |event| {
+                    count_bytes(metrics, &mut image_sent, &event);
+                    apply(jobs, id, &mut phase, event)
+                },
             );
             let ended = SystemTime::now();
             let err = match result {

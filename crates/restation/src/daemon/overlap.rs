@@ -16,16 +16,14 @@ use std::time::Duration;
 
 use crossbeam_channel as channel;
 use usb::{
-    BulkInPipe, ConfigurationDescriptor, Control, DeviceDescriptor, ErrorKind, Operation, PortPath,
-    Speed, UsbDevice, UsbError,
+    ConfigurationDescriptor, Control, DeviceDescriptor, ErrorKind, Operation, PortPath, Speed,
+    UsbDevice, UsbError,
 };
 
 /// Transfers queued ahead of the one on the wire.
 pub const DEPTH: usize = 4;
 /// How long the reader waits in one read before checking whether to stop.
 const PIPE_TIMEOUT: Duration = Duration::from_millis(50);
-/// One read from the phone.
-const READ_SIZE: usize = 64 * 1024;
 
 type Call = Box<dyn FnOnce(&mut dyn UsbDevice) + Send>;
 
@@ -85,7 +83,7 @@ impl Overlapped {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("restore-in".into())
-                .spawn(move || read_loop(pipe, &in_tx, &stop))
+                .spawn(move || super::session::read_loop(pipe, &in_tx, &stop, PIPE_TIMEOUT))
                 .ok()
         };
         let (commands, rx) = channel::bounded::<Command>(DEPTH);
@@ -180,28 +178,6 @@ fn write_loop(
                 }
             }
             Command::Call(f) => f(&mut *dev),
-        }
-    }
-}
-
-fn read_loop(
-    mut pipe: Box<dyn BulkInPipe>,
-    tx: &channel::Sender<Result<Vec<u8>, UsbError>>,
-    stop: &AtomicBool,
-) {
-    while !stop.load(Ordering::Acquire) {
-        match pipe.read(READ_SIZE, PIPE_TIMEOUT) {
-            Ok(bytes) if bytes.is_empty() => {}
-            Ok(bytes) => {
-                if tx.send(Ok(bytes)).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Timeout => {}
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
         }
     }
 }

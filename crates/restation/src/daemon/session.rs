@@ -353,7 +353,7 @@ impl Pump {
                 let stop = Arc::clone(&stop);
                 let reader = std::thread::Builder::new()
                     .name(format!("{name}-in"))
-                    .spawn(move || read_loop(pipe, &usb_tx, &stop))
+                    .spawn(move || read_loop(pipe, &usb_tx, &stop, PIPE_TIMEOUT))
                     .map_err(|_| SessionError::Ended)?;
                 (Some(usb_rx), Some(reader))
             }
@@ -393,13 +393,16 @@ impl Pump {
     }
 }
 
-fn read_loop(
+/// Reads the phone's bulk IN back to back into `tx` until `stop` (checked every `timeout`)
+/// or a read fails (the error is passed on, then the loop ends).
+pub(super) fn read_loop(
     mut pipe: Box<dyn BulkInPipe>,
     tx: &channel::Sender<Result<Vec<u8>, UsbError>>,
     stop: &AtomicBool,
+    timeout: Duration,
 ) {
     while !stop.load(Ordering::Acquire) {
-        match pipe.read(READ_SIZE, PIPE_TIMEOUT) {
+        match pipe.read(READ_SIZE, timeout) {
             Ok(bytes) if bytes.is_empty() => {}
             Ok(bytes) => {
                 if tx.send(Ok(bytes)).is_err() {
