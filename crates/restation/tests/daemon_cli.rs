@@ -7,30 +7,14 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{restation, Daemon};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(20);
-
-fn restation(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_restation"))
-        .args(args)
-        .output()
-        .expect("run restation")
-}
-
-/// Kills the daemon if the test fails before stopping it.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 fn temp_socket(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("restation-{name}-{}", std::process::id()));

@@ -6,38 +6,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{restation, temp_dir, Daemon};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const TOKEN: &str = "bench-token-0123456789abcdef";
-
-fn restation(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_restation"))
-        .args(args)
-        .output()
-        .expect("run restation")
-}
-
-/// Kills the daemon if the test fails before it ends.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("restation-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A TCP port free a moment ago.
 fn free_port() -> u16 {

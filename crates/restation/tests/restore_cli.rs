@@ -4,35 +4,13 @@
 //! iOS with the IPSW's build; an IPSW for another model is refused before anything is sent.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{restation, temp_dir, Daemon};
+
 const DEADLINE: Duration = Duration::from_secs(120);
-
-fn restation(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_restation"))
-        .args(args)
-        .output()
-        .expect("run restation")
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("restation-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn staged_id(store: &Path, ipsw: &Path) -> String {
     let out = restation(&[
