@@ -362,7 +362,10 @@ pub fn run(
                             phase: *phase,
                             source,
                         })?;
-                if matches!(mode, AwaitedMode::Recovery | AwaitedMode::Dfu) {
+                // Every arrival in recovery or DFU shows the nonces; when the plan reads them
+                // next anyway, that step does it.
+                let read_next = matches!(plan.steps.get(index + 1), Some(Step::RefreshNonce));
+                if matches!(mode, AwaitedMode::Recovery | AwaitedMode::Dfu) && !read_next {
                     observe(&mut *back, &mut source)?;
                 }
                 dev = Some(back);
