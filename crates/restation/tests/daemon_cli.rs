@@ -8,30 +8,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
-use common::{restation, Daemon};
+use common::{poll_until, restation, Daemon};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(20);
 
 fn temp_socket(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("restation-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir.join("restation.sock")
-}
-
-fn poll_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
 }
 
 fn devices_json(socket: &Path) -> Option<Vec<serde_json::Value>> {
@@ -64,11 +52,11 @@ fn serve_sim_4_is_listed_by_devices_json_and_survives_junk() {
         .expect("start restation serve");
     let mut daemon = Daemon(child);
 
-    poll_until("the socket", || socket.exists().then_some(()));
+    poll_until(DEADLINE, "the socket", || socket.exists().then_some(()));
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
 
-    let devices = poll_until("4 identified devices", || {
+    let devices = poll_until(DEADLINE, "4 identified devices", || {
         devices_json(&socket).filter(|d| d.len() == 4)
     });
     let mut ecids: Vec<u64> = devices
@@ -136,7 +124,9 @@ fn serve_sim_4_is_listed_by_devices_json_and_survives_junk() {
     let pid = libc::pid_t::try_from(daemon.0.id()).unwrap();
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = poll_until("the daemon to exit", || daemon.0.try_wait().unwrap());
+    let status = poll_until(DEADLINE, "the daemon to exit", || {
+        daemon.0.try_wait().unwrap()
+    });
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "the socket is removed on shutdown");
 }

@@ -8,10 +8,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
-use common::{restation, temp_dir, Daemon};
+use common::{poll_until, restation, temp_dir, Daemon};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -77,17 +77,6 @@ fn get(port: u16, path: &str, headers: &[&str]) -> Option<(u16, String)> {
     request(port, "GET", path, headers)
 }
 
-fn poll_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_listener_off_loopback_needs_a_token_and_loopback_is_open_to_loopback_hosts_only() {
     let dir = temp_dir("http-token");
@@ -98,7 +87,7 @@ fn a_listener_off_loopback_needs_a_token_and_loopback_is_open_to_loopback_hosts_
     let port = free_port();
     let addr = format!("0.0.0.0:{port}");
     let mut refused = serve(&["--sim", "1", "--socket", socket, "--http", &addr]);
-    let status = poll_until("the daemon to refuse to start", || {
+    let status = poll_until(DEADLINE, "the daemon to refuse to start", || {
         refused.0.try_wait().unwrap()
     });
     assert!(!status.success());
@@ -119,7 +108,7 @@ fn a_listener_off_loopback_needs_a_token_and_loopback_is_open_to_loopback_hosts_
         TOKEN,
     ]);
     let bearer = format!("Authorization: Bearer {TOKEN}");
-    poll_until("the TCP listener", || get(port, "/devices", &[]));
+    poll_until(DEADLINE, "the TCP listener", || get(port, "/devices", &[]));
     for path in ["/devices", "/", "/metrics", "/jobs", "/events"] {
         let (status, body) = get(port, path, &[]).unwrap();
         assert_eq!(status, 401, "{path} without the token: {body}");
@@ -152,7 +141,9 @@ fn a_listener_off_loopback_needs_a_token_and_loopback_is_open_to_loopback_hosts_
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let _daemon = serve(&["--sim", "1", "--socket", socket, "--http", &addr]);
-    let (status, body) = poll_until("the loopback listener", || get(port, "/devices", &[]));
+    let (status, body) = poll_until(DEADLINE, "the loopback listener", || {
+        get(port, "/devices", &[])
+    });
     assert_eq!(status, 200, "{body}");
     let (status, page) = get(port, "/", &["Host: localhost"]).unwrap();
     assert_eq!(status, 200);
@@ -401,7 +392,7 @@ fn metrics_after_a_restore_parse_as_the_text_exposition_format() {
         assert_eq!(status, 200, "{body}");
         Some(exposition(&body))
     };
-    poll_until("both phones identified", || {
+    poll_until(DEADLINE, "both phones identified", || {
         let m = scrape()?;
         let n = |mode| find(&m, "restation_phones", &[("mode", mode)]).map(|s| s.value);
         (n("dfu") == Some(1.0) && n("recovery") == Some(1.0)).then_some(())
@@ -423,11 +414,15 @@ fn metrics_after_a_restore_parse_as_the_text_exposition_format() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let m = poll_until("the restore counted and the phone back in iOS", || {
-        let m = scrape()?;
-        let back = find(&m, "restation_phones", &[("mode", "normal")]).map(|s| s.value);
-        (back == Some(1.0)).then_some(m)
-    });
+    let m = poll_until(
+        DEADLINE,
+        "the restore counted and the phone back in iOS",
+        || {
+            let m = scrape()?;
+            let back = find(&m, "restation_phones", &[("mode", "normal")]).map(|s| s.value);
+            (back == Some(1.0)).then_some(m)
+        },
+    );
     let restored = find(
         &m,
         "restation_restores_total",

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::poll_until;
+
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(20);
 
@@ -38,17 +41,6 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn poll_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
     }
 }
 
@@ -77,7 +69,7 @@ fn start() -> Daemon {
         muxd,
         pair_records,
     };
-    poll_until("the usbmuxd socket", || {
+    poll_until(DEADLINE, "the usbmuxd socket", || {
         UnixStream::connect(&daemon.muxd).ok().map(|_| ())
     });
     daemon
@@ -85,7 +77,7 @@ fn start() -> Daemon {
 
 /// The normal-mode phone's UDID, as the daemon's API shows it once identified.
 fn normal_udid(daemon: &Daemon) -> String {
-    poll_until("an identified normal-mode phone", || {
+    poll_until(DEADLINE, "an identified normal-mode phone", || {
         let out = Command::new(env!("CARGO_BIN_EXE_restation"))
             .args(["devices", "--json", "--socket"])
             .arg(&daemon.api)

@@ -16,6 +16,9 @@ use usbmux::socket::{
     ResultCode,
 };
 
+mod common;
+use common::poll_until;
+
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(20);
 
@@ -35,17 +38,6 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn poll_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
     }
 }
 
@@ -74,7 +66,7 @@ fn start(name: &str) -> Daemon {
         muxd,
         pair_records,
     };
-    poll_until("the usbmuxd socket", || {
+    poll_until(DEADLINE, "the usbmuxd socket", || {
         UnixStream::connect(&daemon.muxd).ok().map(|_| ())
     });
     daemon
@@ -82,7 +74,7 @@ fn start(name: &str) -> Daemon {
 
 /// The normal-mode phone as the daemon's own API shows it, once identified.
 fn normal_phone(daemon: &Daemon) -> serde_json::Value {
-    poll_until("an identified normal-mode phone", || {
+    poll_until(DEADLINE, "an identified normal-mode phone", || {
         let out = Command::new(env!("CARGO_BIN_EXE_restation"))
             .args(["devices", "--json", "--socket"])
             .arg(&daemon.api)
@@ -451,12 +443,14 @@ fn usbmux_codec_client_lists_listens_pairs_and_connects() {
     );
     assert_eq!(listener.next().response, Response::Paired { device_id });
     drop(listener);
-    poll_until("the gone listener to leave ListListeners", || {
-        match asker.ask(Format::Plist, Request::ListListeners) {
+    poll_until(
+        DEADLINE,
+        "the gone listener to leave ListListeners",
+        || match asker.ask(Format::Plist, Request::ListListeners) {
             Response::ListenerList(l) if l.is_empty() => Some(()),
             _ => None,
-        }
-    });
+        },
+    );
 }
 
 /// `GetValue UniqueChipID` over a client whose socket is a pipe to lockdownd.
