@@ -16,6 +16,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole station on virtual phones: restores a bench of them at once, live, and ends
+    /// with a summary table (no iPhone needed).
+    Demo(cli::demo::DemoArgs),
     /// Print the version and the protocol versions this build speaks.
     Version(cli::version::VersionArgs),
     /// Decode what a phone in recovery/DFU says about itself (serial string, USB mode).
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     restore_default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => cli::demo::run(&args),
         Command::Version(args) => cli::version::run(&args),
         Command::Irecv(args) => cli::irecv::run(&args),
         Command::Ipsw(args) => cli::ipsw::run(&args),

@@ -283,6 +283,30 @@ impl VirtualHub {
         Ok(slot.phone.take())
     }
 
+    /// Moves the phone in port `from` to port `to`, as a technician does: it leaves the bus on
+    /// `from` and arrives at once on `to` in the mode it was in (a phone running the restore
+    /// ramdisk comes back in recovery, as after any pulled cable); a re-enumeration it was
+    /// about to make is dropped. `Ok(false)` when `from` holds no phone; `to` must be empty.
+    pub fn move_phone(&self, from: usize, to: usize) -> Result<bool, HubError> {
+        self.port(from)?;
+        let target = self.port(to)?;
+        if lock(&target.slot).phone.is_some() {
+            return Err(HubError::PortBusy {
+                path: target.path.clone(),
+            });
+        }
+        let Some(mut phone) = self.unplug(from)? else {
+            return Ok(false);
+        };
+        let mut slot = lock(&target.slot);
+        phone.set_cable_full_speed(slot.full_speed_cable);
+        phone.replug(self.inner.clock.now());
+        slot.phone = Some(phone);
+        self.inner.drain(to, &mut slot);
+        target.changed.notify_all();
+        Ok(true)
+    }
+
     /// Marks the cable on port `index` as full speed (a bad cable): the phone's next
     /// enumerations run at 12 Mb/s.
     pub fn set_cable_full_speed(&self, index: usize, full: bool) -> Result<(), HubError> {
@@ -770,5 +794,74 @@ impl usb::BulkInPipe for SimPipe {
 
     fn read(&mut self, length: usize, timeout: Duration) -> Result<Vec<u8>, UsbError> {
         self.device.bulk_in(self.endpoint, length, timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::phone::{Mode, Options, RecoveryStage};
+    use crate::profile::Profile;
+
+    fn events(hub: &VirtualHub) -> std::sync::mpsc::Receiver<HotplugEvent> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let watch = hub.watch(Box::new(move |e| {
+            let _ = tx.send(e);
+        }));
+        // The watch lives as long as the hub in these tests.
+        std::mem::forget(watch);
+        rx
+    }
+
+    #[test]
+    fn moving_a_phone_reenumerates_it_on_the_other_port_in_its_mode() {
+        let clock: Arc<dyn Clock> = ManualClock::new();
+        let hub = VirtualHub::new(3, Arc::clone(&clock));
+        let profile = Profile::for_product_type("iPhone14,3", 5).unwrap();
+        let options = Options {
+            start: Mode::Restore,
+            ..Options::default()
+        };
+        hub.plug(0, Phone::new(profile.clone(), options, clock.now()))
+            .unwrap();
+        let rx = events(&hub);
+        let before: Vec<_> = rx.try_iter().collect();
+        assert!(matches!(before.as_slice(), [HotplugEvent::Arrived { .. }]));
+
+        assert_eq!(hub.move_phone(0, 2), Ok(true));
+        let seen: Vec<_> = rx.try_iter().collect();
+        let [HotplugEvent::Left { port_path: left, .. }, HotplugEvent::Arrived { device }] =
+            seen.as_slice()
+        else {
+            panic!("expected a departure then an arrival: {seen:?}");
+        };
+        assert_eq!(left.as_ref(), hub.port_path(0));
+        assert_eq!(device.port_path.as_ref(), hub.port_path(2));
+        // A phone pulled out of restore mode comes back in recovery, the same phone.
+        let (mode, ecid) = hub
+            .with_phone(2, |p| (p.mode(), p.profile().ecid))
+            .unwrap();
+        assert_eq!(mode, Mode::Recovery(RecoveryStage::Iboot));
+        assert_eq!(ecid, profile.ecid);
+        assert!(hub.with_phone(0, |_| ()).is_none(), "port 0 is empty now");
+        let present = hub.devices().unwrap();
+        assert_eq!(present.len(), 1);
+        assert_eq!(present[0].port_path.as_ref(), hub.port_path(2));
+
+        // Nothing to move from an empty port; a busy or missing target is refused.
+        assert_eq!(hub.move_phone(0, 1), Ok(false));
+        let other = Profile::for_product_type("iPhone14,3", 6).unwrap();
+        hub.plug(1, Phone::new(other, Options::default(), clock.now()))
+            .unwrap();
+        assert!(matches!(
+            hub.move_phone(2, 1),
+            Err(HubError::PortBusy { .. })
+        ));
+        assert!(matches!(
+            hub.move_phone(2, 7),
+            Err(HubError::NoSuchPort { .. })
+        ));
+        assert!(hub.with_phone(2, |_| ()).is_some(), "a refused move leaves it");
     }
 }

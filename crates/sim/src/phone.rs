@@ -629,6 +629,18 @@ impl Phone {
         }
     }
 
+    /// The technician's button sequence for DFU mode: the phone leaves the bus (whatever it
+    /// was doing) and enumerates in DFU mode (SecureROM) `after` later. A phone that is not
+    /// on the bus (a cable pulled) is left alone.
+    pub fn enter_dfu(&mut self, now: Instant, after: Duration) {
+        if !self.on_bus {
+            return;
+        }
+        self.timers.clear();
+        self.leave();
+        self.schedule_arrival(Mode::Dfu(DfuStage::SecureRom), now + after);
+    }
+
     /// The next bus event.
     pub fn poll_event(&mut self) -> Option<PhoneEvent> {
         self.events.pop_front()
@@ -1127,6 +1139,26 @@ mod tests {
         assert_eq!(p.mode(), Mode::Dfu(DfuStage::SecureRom));
         let events: Vec<_> = std::iter::from_fn(|| p.poll_event()).collect();
         assert_eq!(events.len(), 3);
+    }
+
+    #[test]
+    fn the_dfu_button_sequence_takes_a_recovery_phone_to_dfu_after_the_delay() {
+        let (mut p, now) = phone(Mode::Recovery(RecoveryStage::Iboot), "");
+        p.plug(now);
+        let generation = p.generation();
+        p.enter_dfu(now, Duration::from_secs(1));
+        assert!(!p.is_on_bus(), "it leaves the bus at once");
+        assert_eq!(p.poll_timeout(), Some(now + Duration::from_secs(1)));
+        p.handle_timeout(now + Duration::from_millis(999));
+        assert!(!p.is_on_bus());
+        p.handle_timeout(now + Duration::from_secs(1));
+        assert!(p.is_on_bus());
+        assert_eq!(p.mode(), Mode::Dfu(DfuStage::SecureRom));
+        assert_eq!(p.generation(), generation + 1);
+        // A phone whose cable is pulled does not answer the buttons.
+        p.unplug();
+        p.enter_dfu(now, Duration::ZERO);
+        assert_eq!(p.poll_timeout(), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! returns the process exit code.
 
 pub mod config;
+pub mod demo;
 pub mod devices;
 pub mod explain;
 pub mod history;

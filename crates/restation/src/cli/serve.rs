@@ -193,25 +193,87 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the tokio runtime")?;
     let mut parts: Vec<Arc<dyn UsbBackend>> = Vec::new();
-    let mut bench_tss = None;
+    let mut bench = None;
     if settings.usb {
         parts.push(daemon::real_usb()?);
     }
-    if let Some(bench) = &settings.sim {
-        let clock: Arc<dyn Clock> = match args.sim_speed {
+    if let Some(spec) = &settings.sim {
+        // Beside real USB the bench takes a bus of its own.
+        let bus = if settings.usb { merged::SIM_BUS } else { 1 };
+        let sim = SimBench::attach(
+            spec,
+            bus,
+            args.sim_speed,
+            &args.sim_fault,
+            0,
+            args.sim_tss_refuse,
+            runtime.handle(),
+        )?;
+        parts.push(Arc::clone(&sim.hub) as Arc<dyn UsbBackend>);
+        bench = Some(sim);
+    }
+    let backend: Arc<dyn UsbBackend> = match parts.len() {
+        1 => parts.remove(0),
+        _ => Arc::new(merged::Merged::new(parts)),
+    };
+    let personalization = personalization(&settings, bench.as_ref(), runtime.handle())?;
+    // Opened outside the runtime: the PostgreSQL client runs one of its own.
+    let history = open_history(&settings)?;
+    runtime.block_on(async {
+        let station = Station::start(backend, &settings, personalization, history).await?;
+        // Under systemd (Type=notify) the unit becomes active now that the API answers.
+        match sdnotify::notify("READY=1") {
+            Ok(sent) => tracing::debug!(sent, "readiness notification"),
+            Err(e) => tracing::warn!(error = %e, "could not notify systemd of readiness"),
+        }
+        let signal = wait_for_signal().await;
+        tracing::info!(signal, "shutting down");
+        if let Err(e) = sdnotify::notify("STOPPING=1") {
+            tracing::warn!(error = %e, "could not notify systemd of the shutdown");
+        }
+        station.stop().await
+    })?;
+    if let Some(sim) = bench {
+        runtime.block_on(sim.standin.shutdown());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bench of virtual phones with the loopback signing stand-in their images must come from.
+pub(crate) struct SimBench {
+    /// The phones.
+    pub hub: Arc<sim::hub::VirtualHub>,
+    /// The TSS stand-in the phones trust.
+    pub standin: tss::standin::Standin,
+    /// The phones' ECIDs (their tickets come from the stand-in).
+    pub ecids: std::collections::HashSet<u64>,
+}
+
+impl SimBench {
+    /// Builds the bench on `bus` with `faults` and `spares` empty ports, its phones `speed`
+    /// times faster than real time, and starts the stand-in (refusing every build when
+    /// `refuse`).
+    pub fn attach(
+        spec: &BenchSpec,
+        bus: u8,
+        speed: u32,
+        faults: &[crate::daemon::bench::SimFault],
+        spares: usize,
+        refuse: bool,
+        runtime: &tokio::runtime::Handle,
+    ) -> anyhow::Result<SimBench> {
+        let clock: Arc<dyn Clock> = match speed {
             0 | 1 => Arc::new(RealClock),
             n => Arc::new(ScaledClock::new(n)),
         };
-        // Beside real USB the bench takes a bus of its own.
-        let bus = if settings.usb { merged::SIM_BUS } else { 1 };
-        let hub = bench
-            .hub_with_faults(bus, clock, &args.sim_fault)
+        let hub = spec
+            .hub_with_spares(bus, clock, faults, spares)
             .context("building the virtual bench")?;
         // The bench's phones boot only images personalized by the loopback stand-in.
         let standin = runtime
             .block_on(tss::standin::Standin::start())
             .context("starting the TSS stand-in for the virtual bench")?;
-        if args.sim_tss_refuse {
+        if refuse {
             standin.refuse_all(Some((
                 94,
                 "This device isn't eligible for the requested build.".into(),
@@ -224,29 +286,20 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 phone.set_image_check(Box::new(tss::verify::image_check(standin.public_key())));
             });
         }
-        tracing::info!(phones = bench.len(), bus, tss = %standin.url(), "virtual bench attached");
-        bench_tss = Some((standin, ecids));
-        parts.push(Arc::new(hub));
+        tracing::info!(phones = spec.len(), bus, tss = %standin.url(), "virtual bench attached");
+        Ok(SimBench {
+            hub: Arc::new(hub),
+            standin,
+            ecids,
+        })
     }
-    let backend: Arc<dyn UsbBackend> = match parts.len() {
-        1 => parts.remove(0),
-        _ => Arc::new(merged::Merged::new(parts)),
-    };
-    let personalization = personalization(&settings, bench_tss.as_ref(), runtime.handle())?;
-    // Opened outside the runtime: the PostgreSQL client runs one of its own.
-    let history = open_history(&settings)?;
-    runtime.block_on(serve(backend, &settings, personalization, history))?;
-    if let Some((standin, _)) = bench_tss {
-        runtime.block_on(standin.shutdown());
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Tickets for restores: real phones from the configured TSS server, the virtual bench's
 /// from its stand-in.
-fn personalization(
+pub(crate) fn personalization(
     settings: &Settings,
-    bench: Option<&(tss::standin::Standin, std::collections::HashSet<u64>)>,
+    bench: Option<&SimBench>,
     runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<Arc<dyn jobs::Personalization>> {
     let tss_at = |url: String| -> anyhow::Result<personalize::Tss> {
@@ -279,7 +332,7 @@ fn personalization(
         None
     };
     let bench = match bench {
-        Some((standin, ecids)) => Some((tss_at(standin.url())?, ecids.clone())),
+        Some(sim) => Some((tss_at(sim.standin.url())?, sim.ecids.clone())),
         None => None,
     };
     Ok(match (usb, bench) {
@@ -296,7 +349,9 @@ fn personalization(
 
 /// The job history: the configured file or server; a bench of virtual phones alone keeps
 /// its history in memory unless one is named (its phones are no shop's record).
-fn open_history(settings: &Settings) -> anyhow::Result<Arc<dyn daemon::history::HistoryStore>> {
+pub(crate) fn open_history(
+    settings: &Settings,
+) -> anyhow::Result<Arc<dyn daemon::history::HistoryStore>> {
     use daemon::history;
     let at = match &settings.history {
         Some(at) => at.clone(),
@@ -314,104 +369,134 @@ fn open_history(settings: &Settings) -> anyhow::Result<Arc<dyn daemon::history::
     Ok(Arc::from(store))
 }
 
-async fn serve(
-    backend: Arc<dyn UsbBackend>,
-    settings: &Settings,
-    personalization: Arc<dyn jobs::Personalization>,
-    history: Arc<dyn daemon::history::HistoryStore>,
-) -> anyhow::Result<()> {
-    let socket = settings.socket.clone();
-    let shared = Shared::new();
-    shared.set_history(history);
-    // The TCP listener's access rule is checked before anything else is bound.
-    let http = match settings.http {
-        Some(addr) => Some(daemon::tcp::bind(addr, settings.http_token.as_deref()).await?),
-        None => None,
-    };
-    let listener = api::bind(&socket)?;
-    let usbmuxd = match &settings.usbmuxd_socket {
-        Some(path) => {
-            let listener = daemon::muxd::bind(path)?;
-            tracing::info!(socket = %path.display(), pair_records = %settings.pair_records.display(), "serving usbmuxd");
-            let muxd = daemon::muxd::Muxd::new(
+/// The daemon's parts, running: the registry driver, the API socket, the dashboard's TCP
+/// listener and the usbmuxd socket when configured, the metrics observer.
+pub(crate) struct Station {
+    /// What they share.
+    pub shared: Arc<Shared>,
+    /// Where the dashboard listens, when it does.
+    pub http: Option<std::net::SocketAddr>,
+    socket: PathBuf,
+    usbmuxd: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+    driver: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+impl Station {
+    /// Binds the sockets `settings` name and starts every part on the current runtime.
+    pub async fn start(
+        backend: Arc<dyn UsbBackend>,
+        settings: &Settings,
+        personalization: Arc<dyn jobs::Personalization>,
+        history: Arc<dyn daemon::history::HistoryStore>,
+    ) -> anyhow::Result<Station> {
+        let socket = settings.socket.clone();
+        let shared = Shared::new();
+        shared.set_history(history);
+        // The TCP listener's access rule is checked before anything else is bound.
+        let http = match settings.http {
+            Some(addr) => Some(daemon::tcp::bind(addr, settings.http_token.as_deref()).await?),
+            None => None,
+        };
+        let listener = api::bind(&socket)?;
+        let usbmuxd = match &settings.usbmuxd_socket {
+            Some(path) => {
+                let listener = daemon::muxd::bind(path)?;
+                tracing::info!(socket = %path.display(), pair_records = %settings.pair_records.display(), "serving usbmuxd");
+                let muxd = daemon::muxd::Muxd::new(
+                    Arc::clone(&shared),
+                    Arc::clone(&backend),
+                    settings.pair_records.clone(),
+                );
+                Some((path.clone(), listener, muxd))
+            }
+            None => None,
+        };
+        tracing::info!(socket = %socket.display(), "serving");
+
+        let (stop, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        shared.enable_jobs(jobs::JobContext {
+            backend: Arc::clone(&backend),
+            store: settings.store.clone(),
+            personalization,
+            deadlines: restore::phase::Deadlines::default(),
+            runtime: tokio::runtime::Handle::current(),
+            pair_records: Some(settings.pair_records.clone()),
+        });
+        let daemon = Daemon::new(backend, Arc::clone(&shared));
+        let driver = tokio::spawn(daemon.run(stopped()));
+        let mut tasks = vec![(
+            "the API server",
+            tokio::spawn(api::serve(listener, Arc::clone(&shared), stopped())),
+        )];
+        let mut http_addr = None;
+        if let Some((listener, access)) = http {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(url = %format!("http://{addr}/"), ?access, "serving the dashboard");
+                http_addr = Some(addr);
+            }
+            let shared = Arc::clone(&shared);
+            tasks.push((
+                "the HTTP listener",
+                tokio::spawn(daemon::tcp::serve(listener, access, shared, stopped())),
+            ));
+        }
+        tasks.push((
+            "the metrics observer",
+            tokio::spawn(daemon::metrics::observe_jobs(
                 Arc::clone(&shared),
-                Arc::clone(&backend),
-                settings.pair_records.clone(),
-            );
-            Some((path.clone(), listener, muxd))
-        }
-        None => None,
-    };
-    tracing::info!(socket = %socket.display(), "serving");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-    shared.enable_jobs(jobs::JobContext {
-        backend: Arc::clone(&backend),
-        store: settings.store.clone(),
-        personalization,
-        deadlines: restore::phase::Deadlines::default(),
-        runtime: tokio::runtime::Handle::current(),
-        pair_records: Some(settings.pair_records.clone()),
-    });
-    let daemon = Daemon::new(backend, Arc::clone(&shared));
-    let driver = tokio::spawn(daemon.run(stopped()));
-    let server = tokio::spawn(api::serve(listener, Arc::clone(&shared), stopped()));
-    let http = http.map(|(listener, access)| {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(url = %format!("http://{addr}/"), ?access, "serving the dashboard");
-        }
-        let shared = Arc::clone(&shared);
-        tokio::spawn(daemon::tcp::serve(listener, access, shared, stopped()))
-    });
-    let metrics = tokio::spawn(daemon::metrics::observe_jobs(
-        Arc::clone(&shared),
-        stopped(),
-    ));
-    let usbmuxd = usbmuxd.map(|(path, listener, muxd)| {
-        (
-            path,
-            tokio::spawn(daemon::muxd::serve(listener, muxd, stopped())),
-        )
-    });
-    // Under systemd (Type=notify) the unit becomes active now that the API answers.
-    match sdnotify::notify("READY=1") {
-        Ok(sent) => tracing::debug!(sent, "readiness notification"),
-        Err(e) => tracing::warn!(error = %e, "could not notify systemd of readiness"),
+                stopped(),
+            )),
+        ));
+        let usbmuxd = usbmuxd.map(|(path, listener, muxd)| {
+            tasks.push((
+                "the usbmuxd socket",
+                tokio::spawn(daemon::muxd::serve(listener, muxd, stopped())),
+            ));
+            path
+        });
+        Ok(Station {
+            shared,
+            http: http_addr,
+            socket,
+            usbmuxd,
+            stop,
+            driver,
+            tasks,
+        })
     }
 
-    let signal = wait_for_signal().await;
-    tracing::info!(signal, "shutting down");
-    if let Err(e) = sdnotify::notify("STOPPING=1") {
-        tracing::warn!(error = %e, "could not notify systemd of the shutdown");
+    /// The API socket.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
     }
-    let _ = stop_tx.send(true);
-    let driven = driver.await.context("the registry driver panicked")?;
-    server.await.context("the API server panicked")?;
-    if let Some(task) = http {
-        task.await.context("the HTTP listener panicked")?;
-    }
-    metrics.await.context("the metrics observer panicked")?;
-    if let Some((path, task)) = usbmuxd {
-        task.await.context("the usbmuxd socket panicked")?;
-        if let Err(e) = std::fs::remove_file(&path) {
-            tracing::warn!(socket = %path.display(), error = %e, "could not remove the socket");
+
+    /// Stops every part, waits for them and removes the sockets.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let driven = self.driver.await.context("the registry driver panicked")?;
+        for (name, task) in self.tasks {
+            task.await.with_context(|| format!("{name} panicked"))?;
         }
+        for path in self.usbmuxd.iter().chain(std::iter::once(&self.socket)) {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(socket = %path.display(), error = %e, "could not remove the socket");
+            }
+        }
+        driven?;
+        Ok(())
     }
-    if let Err(e) = std::fs::remove_file(&socket) {
-        tracing::warn!(socket = %socket.display(), error = %e, "could not remove the socket");
-    }
-    driven?;
-    Ok(())
 }
 
 /// Waits for SIGINT or SIGTERM and names it.
-async fn wait_for_signal() -> &'static str {
+pub(crate) async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -426,7 +511,7 @@ async fn wait_for_signal() -> &'static str {
     }
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RESTATION_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

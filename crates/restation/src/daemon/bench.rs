@@ -137,18 +137,33 @@ impl BenchSpec {
         clock: Arc<dyn Clock>,
         faults: &[SimFault],
     ) -> Result<VirtualHub, BenchError> {
-        let paths: Vec<usb::PortPath> = (1..=self.len().min(255))
+        self.hub_with_spares(bus, clock, faults, 0)
+    }
+
+    /// [`BenchSpec::hub_with_faults`] with `spares` empty ports after the phones' (where a
+    /// technician moves a phone whose port the retry ladder suspects).
+    pub fn hub_with_spares(
+        &self,
+        bus: u8,
+        clock: Arc<dyn Clock>,
+        faults: &[SimFault],
+        spares: usize,
+    ) -> Result<VirtualHub, BenchError> {
+        let phones: Vec<usb::PortPath> = (1..=self.len().min(255))
             .filter_map(|i| usb::PortPath::new(bus, &[1, i as u8]).ok())
             .collect();
-        let mut spec_of = vec![FaultSpec::default(); paths.len()];
+        let mut spec_of = vec![FaultSpec::default(); phones.len()];
         for fault in faults {
             let index = fault
-                .port_index(&paths)
+                .port_index(&phones)
                 .ok_or_else(|| BenchError::FaultPort(fault.port.clone()))?;
             if let Some(spec) = spec_of.get_mut(index) {
                 spec.faults.extend(fault.spec.faults.iter().copied());
             }
         }
+        let spare = (phones.len() + 1..=(phones.len() + spares).min(255))
+            .filter_map(|i| usb::PortPath::new(bus, &[1, i as u8]).ok());
+        let paths = phones.iter().cloned().chain(spare).collect();
         let hub = VirtualHub::with_ports(paths, Arc::clone(&clock));
         for (i, faults) in spec_of.into_iter().enumerate() {
             hub.plug(i, self.phone_with(i, faults, &clock)?)?;
@@ -193,9 +208,15 @@ impl FromStr for SimFault {
     }
 }
 
+impl std::fmt::Display for SimFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.port, self.spec)
+    }
+}
+
 impl SimFault {
     /// The index of the port it names among `paths`.
-    fn port_index(&self, paths: &[usb::PortPath]) -> Option<usize> {
+    pub fn port_index(&self, paths: &[usb::PortPath]) -> Option<usize> {
         match self.port.parse::<usize>() {
             Ok(n) => n.checked_sub(1).filter(|i| *i < paths.len()),
             Err(_) => paths.iter().position(|p| p.to_string() == self.port),
