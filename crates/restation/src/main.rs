@@ -26,7 +26,7 @@ enum Command {
     /// Inspect IPSWs, select build identities, and stage firmware into the verified store.
     Ipsw(cli::ipsw::IpswArgs),
     /// Run the daemon: watch USB, keep the device registry, serve the local API.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// List the phones the daemon sees (or scan once with --direct).
     Devices(cli::devices::DevicesArgs),
     /// Restore a phone through the daemon, following its progress.

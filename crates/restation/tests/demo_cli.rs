@@ -8,6 +8,8 @@
 //! - A fault from the command line that needs the technician (uploads to recovery fail every
 //!   time): the demo plays the technician (DFU mode, then another port) and the phone ends
 //!   4014 after two ports.
+//! - With a cap of two restores per host controller, four phones run two at a time; the
+//!   others are shown queued until a slot frees.
 //! - A fault naming a port the bench does not have is refused before anything starts.
 
 use std::path::Path;
@@ -152,6 +154,44 @@ fn the_demo_plays_the_technician_when_the_ladder_asks_for_dfu_and_another_port()
         prompts.iter().any(|p| p.contains("move the phone")),
         "{prompts:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn restores_past_the_controllers_cap_wait_in_the_queue() {
+    let dir = temp_dir("demo-queue");
+    let (out, lines, summary) = demo(
+        &dir,
+        &[
+            "--devices",
+            "4",
+            "--no-faults",
+            "--max-restores-per-controller",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{summary:#}");
+    assert_eq!(summary["restored"], 4, "{summary:#}");
+    // Replay the job changes: never more than two running at once, and some waited.
+    let mut state = std::collections::BTreeMap::new();
+    let mut most = 0;
+    let mut queued = std::collections::BTreeSet::new();
+    for line in lines.iter().filter(|l| l["id"].is_u64()) {
+        let id = line["id"].as_u64().unwrap();
+        let now = line["state"].as_str().unwrap().to_string();
+        if now == "queued" {
+            assert!(
+                line["step_text"].as_str().unwrap().contains("queued"),
+                "{line}"
+            );
+            queued.insert(id);
+        }
+        state.insert(id, now);
+        most = most.max(state.values().filter(|s| *s == "running").count());
+    }
+    assert!(most <= 2, "{most} restores ran at once on one controller");
+    assert_eq!(most, 2, "the cap is used");
+    assert_eq!(queued.len(), 2, "{queued:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

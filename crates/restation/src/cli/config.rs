@@ -23,6 +23,9 @@
 //! # `Authorization: Bearer TOKEN` or opened as http://HOST:PORT/?token=TOKEN.
 //! http = "127.0.0.1:8080"
 //! http_token = "change-me-to-a-long-random-string"
+//! # Restores run at once per USB host controller; more wait in a queue, oldest first
+//! # (0: no limit).
+//! max_restores_per_controller = 8
 //! # Watch real USB (libusb).
 //! usb = true
 //! # A virtual bench beside (or instead of) real USB: N mixed phones, or named ones.
@@ -69,6 +72,8 @@ pub struct Config {
     /// The job history: a SQLite file, or a `postgres://` URL several stations share
     /// [default: /var/lib/restation/history.sqlite].
     pub history: Option<PathBuf>,
+    /// Restores run at once per USB host controller [default: 8; 0: no limit].
+    pub max_restores_per_controller: Option<usize>,
 }
 
 impl Config {

@@ -79,6 +79,10 @@ pub struct DemoArgs {
     /// Keep the job history in this SQLite file (or postgres:// URL) [default: in memory].
     #[arg(long, value_name = "PATH|URL")]
     history: Option<PathBuf>,
+    /// Restores run at once on the bench's (one) host controller; the others are queued
+    /// (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = jobs::DEFAULT_PER_CONTROLLER)]
+    max_restores_per_controller: usize,
 }
 
 /// What a phone's fault predicts.
@@ -229,6 +233,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         tss_ca: None,
         http: Some(args.http),
         http_token: None,
+        per_controller: args.max_restores_per_controller,
     };
     let personalization = super::serve::personalization(&settings, Some(&bench), runtime.handle())?;
     let history = super::serve::open_history(&settings)?;
@@ -542,7 +547,7 @@ fn settle(
             view.note(job.id, &done);
         }
     }
-    if job.state == JobState::Running {
+    if job.state.is_active() {
         return;
     }
     running.remove(&job.id);
@@ -700,6 +705,9 @@ impl View {
         if let Some(bar) = self.bars.get(&job.id) {
             bar.set_position((job.progress.clamp(0.0, 1.0) * 1000.0) as u64);
             let mut msg = format!("{} {}/{} {}", job.phase, job.step, job.steps, job.step_text);
+            if job.state == JobState::Queued {
+                msg = job.step_text.clone();
+            }
             if job.attempts > 1 {
                 msg = format!("attempt {}: {msg}", job.attempts);
             }
@@ -717,6 +725,7 @@ impl View {
                         job.attempts, job.phase
                     )
                 }
+                _ if job.state == JobState::Queued => eprintln!("{port:<7} {}", job.step_text),
                 _ => eprintln!("{port:<7} {}", job.phase),
             }
             self.last.insert(job.id, now);

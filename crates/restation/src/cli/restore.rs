@@ -80,7 +80,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let mut view = View::new(args.json, &job);
     view.show(&job)?;
     let mut last = job;
-    while last.state == JobState::Running {
+    while last.state.is_active() {
         let Some((name, data)) = events.next_event()? else {
             bail!(
                 "the daemon closed the event stream while job {} ran",

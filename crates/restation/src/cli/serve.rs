@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// command line is visible to every user of the machine.
     #[arg(long, value_name = "TOKEN")]
     http_token: Option<String>,
+    /// Restores run at once per USB host controller; more wait in a queue, oldest first
+    /// [default: 8; 0: no limit].
+    #[arg(long, value_name = "N")]
+    max_restores_per_controller: Option<usize>,
 }
 
 /// The settings in force: command line over configuration file over defaults.
@@ -113,6 +117,8 @@ pub struct Settings {
     pub http: Option<std::net::SocketAddr>,
     /// The token it requires.
     pub http_token: Option<String>,
+    /// Restores run at once per USB host controller (0: no limit).
+    pub per_controller: usize,
 }
 
 impl Settings {
@@ -179,6 +185,10 @@ impl Settings {
                 .http_token
                 .clone()
                 .or_else(|| config.http_token.clone()),
+            per_controller: args
+                .max_restores_per_controller
+                .or(config.max_restores_per_controller)
+                .unwrap_or(jobs::DEFAULT_PER_CONTROLLER),
         })
     }
 }
@@ -394,6 +404,7 @@ impl Station {
         let socket = settings.socket.clone();
         let shared = Shared::new();
         shared.set_history(history);
+        shared.jobs().set_per_controller(settings.per_controller);
         // The TCP listener's access rule is checked before anything else is bound.
         let http = match settings.http {
             Some(addr) => Some(daemon::tcp::bind(addr, settings.http_token.as_deref()).await?),

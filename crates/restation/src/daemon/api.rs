@@ -15,6 +15,8 @@
 //! - `POST /devices/{id}/identify` with `{"color": "#rrggbb"}`: paints the screen of a phone in
 //!   recovery mode that color ([`super::identify_button`]).
 //! - `GET /metrics`: Prometheus text exposition ([`super::metrics`]).
+//! - `GET /ports`: each port's health (verdict, reasons, counts, phones failed, median
+//!   throughput, link speed) and the phones suspect themselves ([`super::port_health`]).
 //! - `GET /`, `/app.js`, `/style.css`: the web dashboard ([`super::dashboard`]); browsers reach
 //!   it through the optional TCP listener ([`super::tcp`]).
 //!
@@ -118,6 +120,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(super::identify_button::route),
         )
         .route("/metrics", get(super::metrics::route))
+        .route("/ports", get(super::port_health::route))
         .route("/", get(super::dashboard::index))
         .route("/app.js", get(super::dashboard::app_js))
         .route("/style.css", get(super::dashboard::style_css))

@@ -32,19 +32,27 @@ const CACHE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-cache");
 /// Where the page takes its first snapshot of the API.
 const SNAPSHOT_SLOT: &str = r#"<script id="snapshot" type="application/json">{}</script>"#;
 
-/// What the page's snapshot holds: `/devices` and `/jobs` as they are now.
+/// What the page's snapshot holds: `/devices`, `/jobs` and `/ports` as they are now.
 #[derive(Serialize)]
 struct Snapshot {
     devices: Vec<Entry>,
     jobs: Vec<JobRecord>,
+    ports: super::port_health::Report,
 }
 
 /// The page with `shared`'s devices and jobs in its snapshot slot, so that its first paint
 /// needs no request (and a browser that takes the page at its load event sees the tiles).
 pub fn page(shared: &Shared) -> String {
+    // Each lock is taken and let go on its own (the registry's guard must not outlive its
+    // line: `live_ports` takes it again).
+    let ports = shared
+        .ports()
+        .report(&super::port_health::live_ports(shared));
+    let devices = shared.registry().entries().cloned().collect();
     let snapshot = Snapshot {
-        devices: shared.registry().entries().cloned().collect(),
+        devices,
         jobs: shared.jobs().list(),
+        ports,
     };
     let Ok(json) = serde_json::to_string(&snapshot) else {
         return INDEX_HTML.to_string();
@@ -95,7 +103,14 @@ mod tests {
         assert!(INDEX_HTML.contains("src=\"app.js\""));
         assert!(INDEX_HTML.contains("href=\"style.css\""));
         assert!(INDEX_HTML.contains(SNAPSHOT_SLOT));
-        for route in ["/devices", "/jobs", "/events", "/jobs/events", "/identify"] {
+        for route in [
+            "/devices",
+            "/jobs",
+            "/events",
+            "/jobs/events",
+            "/identify",
+            "/ports",
+        ] {
             assert!(APP_JS.contains(route), "app.js uses {route}");
         }
     }
@@ -116,6 +131,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["devices"], serde_json::json!([]));
         assert_eq!(v["jobs"], serde_json::json!([]));
+        assert_eq!(v["ports"]["ports"], serde_json::json!([]));
         let escaped = serde_json::to_string("</script><b>")
             .unwrap()
             .replace('<', "\\u003c");

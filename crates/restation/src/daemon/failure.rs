@@ -55,6 +55,10 @@ pub fn failure_of(err: &JobError, current: Phase) -> Option<Failure> {
             Cause::device_status(status.status, status.amr_error)?
         }
         JobError::NoPhone(_) => return None,
+        JobError::LinkSpeed { speed, .. } => {
+            evidence = evidence.speed(*speed);
+            Cause::of_link_speed(*speed)?
+        }
     };
     Some(Failure::new(phase, cause).with_evidence(evidence))
 }

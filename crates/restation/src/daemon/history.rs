@@ -65,6 +65,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use super::port_health::Observation;
+use super::port_health::Signal;
 use restore::failure::Failure;
 use restore::phase::Phase;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
@@ -122,6 +124,20 @@ const MIGRATIONS: &[&str] = &[
         evidence        TEXT,
         PRIMARY KEY (job, n)
     );",
+    // 2: what each attempt said about its port (`super::port_health`).
+    "CREATE TABLE port_observations (
+        id            INTEGER PRIMARY KEY,
+        station       TEXT,
+        port          TEXT    NOT NULL,
+        ecid          TEXT    NOT NULL,
+        at_ms         INTEGER NOT NULL,
+        signal        TEXT    NOT NULL,
+        number        INTEGER,
+        cause         TEXT,
+        speed         TEXT,
+        bytes_per_sec INTEGER
+    );
+    CREATE INDEX port_observations_by_time ON port_observations (station, at_ms);",
 ];
 
 /// The schema version this build writes.
@@ -613,7 +629,100 @@ pub trait HistoryStore: Send + Sync {
 
     /// Jobs that match `filter`, oldest first, with their attempts.
     fn query(&self, filter: &Filter) -> Result<Vec<JobRow>, HistoryError>;
+
+    /// Keeps what one attempt said about its port, for `station` (port paths are a
+    /// station's own). The default keeps nothing (a store without port health).
+    fn record_port_observation(
+        &self,
+        station: Option<&str>,
+        observation: &Observation,
+    ) -> Result<(), HistoryError> {
+        let _ = (station, observation);
+        Ok(())
+    }
+
+    /// `station`'s latest `limit` port observations, oldest first.
+    fn port_observations(
+        &self,
+        station: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Observation>, HistoryError> {
+        let _ = (station, limit);
+        Ok(Vec::new())
+    }
 }
+
+/// A `port_observations` row as stored, before its text is checked.
+struct RawObservation {
+    id: i64,
+    port: String,
+    ecid: String,
+    at_ms: i64,
+    signal: String,
+    number: Option<i64>,
+    cause: Option<String>,
+    speed: Option<String>,
+    bytes_per_sec: Option<i64>,
+}
+
+impl RawObservation {
+    fn read(r: &Row<'_>) -> rusqlite::Result<RawObservation> {
+        Ok(RawObservation {
+            id: r.get(0)?,
+            port: r.get(1)?,
+            ecid: r.get(2)?,
+            at_ms: r.get(3)?,
+            signal: r.get(4)?,
+            number: r.get(5)?,
+            cause: r.get(6)?,
+            speed: r.get(7)?,
+            bytes_per_sec: r.get(8)?,
+        })
+    }
+
+    /// The observation; `None` (logged) for a row this build cannot read.
+    fn check(self) -> Option<Observation> {
+        let ecid = self
+            .ecid
+            .strip_prefix("0x")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+        let signal = Signal::parse(&self.signal);
+        let (Some(ecid), Some(signal)) = (ecid, signal) else {
+            tracing::warn!(
+                row = self.id,
+                ecid = %self.ecid,
+                signal = %self.signal,
+                "history: a port observation that cannot be read; skipped"
+            );
+            return None;
+        };
+        Some(Observation {
+            port: self.port,
+            ecid,
+            at_ms: u64::try_from(self.at_ms).unwrap_or(0),
+            signal,
+            number: self.number,
+            cause: self.cause,
+            speed: self.speed.as_deref().and_then(speed_of),
+            bytes_per_sec: self.bytes_per_sec.and_then(|b| u64::try_from(b).ok()),
+        })
+    }
+}
+
+/// A link speed as stored (its serde name: `High`, `Full`, ...).
+fn speed_text(speed: usb::Speed) -> Option<String> {
+    match serde_json::to_value(speed) {
+        Ok(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn speed_of(text: &str) -> Option<usb::Speed> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
+}
+
+const OBSERVATION_COLUMNS: &str =
+    "id, port, ecid, at_ms, signal, number, cause, speed, bytes_per_sec";
 
 /// This machine's host name, for [`NewJob::station`] (`None` when the kernel does not say).
 pub fn station_name() -> Option<String> {
@@ -1164,6 +1273,60 @@ impl HistoryStore for History {
             &[&since, &until, &ecid],
         )
     }
+
+    fn record_port_observation(
+        &self,
+        station: Option<&str>,
+        o: &Observation,
+    ) -> Result<(), HistoryError> {
+        let conn = self.lock();
+        conn.prepare_cached(
+            "INSERT INTO port_observations (station, port, ecid, at_ms, signal, number, cause, \
+             speed, bytes_per_sec) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                station,
+                o.port,
+                ecid_text(o.ecid),
+                i64::try_from(o.at_ms).unwrap_or(i64::MAX),
+                o.signal.as_str(),
+                o.number,
+                o.cause,
+                o.speed.and_then(speed_text),
+                o.bytes_per_sec.and_then(|b| i64::try_from(b).ok()),
+            ])
+        })
+        .map_err(sql("recording a port observation"))?;
+        Ok(())
+    }
+
+    fn port_observations(
+        &self,
+        station: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Observation>, HistoryError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {OBSERVATION_COLUMNS} FROM port_observations WHERE station IS ?1 \
+                 ORDER BY at_ms DESC, id DESC LIMIT ?2"
+            ))
+            .map_err(sql("reading port observations"))?;
+        let raw: Vec<RawObservation> = stmt
+            .query_map(
+                params![station, i64::try_from(limit).unwrap_or(i64::MAX)],
+                RawObservation::read,
+            )
+            .map_err(sql("reading port observations"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql("reading port observations"))?;
+        Ok(raw
+            .into_iter()
+            .rev()
+            .filter_map(RawObservation::check)
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -1539,6 +1702,32 @@ mod tests {
             [t(0), t(200)]
         );
         assert_eq!(h.unfinished().unwrap().len(), 2);
+
+        // Port observations: per station, oldest first, the latest `limit`.
+        let failed = Observation::failed("1-1.3", 0xfeed, 1_000, &failure, Some(usb::Speed::Full));
+        let went = Observation::succeeded(
+            "1-1.4",
+            0xfeed,
+            2_000,
+            Some(usb::Speed::High),
+            Some(40_000_000),
+        );
+        for o in [&failed, &went] {
+            h.record_port_observation(Some("bench-1"), o).unwrap();
+        }
+        h.record_port_observation(None, &went).unwrap();
+        h.record_port_observation(Some("bench-2"), &failed).unwrap();
+        assert_eq!(
+            h.port_observations(Some("bench-1"), 10).unwrap(),
+            [failed.clone(), went.clone()]
+        );
+        assert_eq!(
+            h.port_observations(Some("bench-1"), 1).unwrap(),
+            std::slice::from_ref(&went)
+        );
+        assert_eq!(h.port_observations(None, 10).unwrap(), [went]);
+        assert_eq!(h.port_observations(Some("bench-2"), 10).unwrap(), [failed]);
+        assert!(h.port_observations(Some("bench-3"), 10).unwrap().is_empty());
     }
 
     #[test]

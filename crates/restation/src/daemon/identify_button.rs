@@ -20,7 +20,6 @@ use irecv::mode::Mode;
 use serde::{Deserialize, Serialize};
 
 use super::api::problem;
-use super::jobs::JobState;
 use super::registry::Key;
 use super::Shared;
 
@@ -184,7 +183,7 @@ pub fn identify(
         .jobs()
         .list()
         .into_iter()
-        .find(|j| j.state == JobState::Running && j.ecid == entry.id)
+        .find(|j| j.state.is_active() && j.ecid == entry.id)
     {
         return Err(IdentifyButtonError::Busy {
             id: entry.id,

@@ -139,6 +139,18 @@ pub enum JobError {
     /// The plan ends in a step this runner cannot do with what it was given.
     #[error("step {0} needs a phone handle and there is none")]
     NoPhone(String),
+    /// The phone enumerated below high speed: the cable or port has damaged data lines.
+    /// Found before any transfer to that enumeration, so nothing was sent over it.
+    #[error(
+        "{phase}: the phone enumerated at {speed} speed; every iPhone is high speed: a \
+         cable or port problem"
+    )]
+    LinkSpeed {
+        /// The phase the enumeration belongs to.
+        phase: Phase,
+        /// The speed it enumerated at.
+        speed: usb::Speed,
+    },
 }
 
 impl From<PersonalizeError> for JobError {
@@ -151,7 +163,7 @@ impl JobError {
     /// The phase the failure happened in.
     pub fn phase(&self, current: Phase) -> Phase {
         match self {
-            JobError::Wait { phase, .. } => *phase,
+            JobError::Wait { phase, .. } | JobError::LinkSpeed { phase, .. } => *phase,
             JobError::Personalize(_) => Phase::Personalize,
             _ => current,
         }
@@ -299,8 +311,19 @@ fn observe(dev: &mut dyn UsbDevice, source: &mut StagedSource<'_>) -> Result<(),
     Ok(())
 }
 
+/// Refuses an enumeration below high speed before anything is sent over it
+/// ([`JobError::LinkSpeed`]): every iPhone is a high-speed device.
+fn check_link(dev: &dyn UsbDevice, phase: Phase) -> Result<(), JobError> {
+    let speed = dev.speed();
+    if speed.below_high_speed() {
+        return Err(JobError::LinkSpeed { phase, speed });
+    }
+    Ok(())
+}
+
 /// Runs `plan` from `first` (the phone as it is now) to restored's final status 0 and the
-/// phone back in iOS.
+/// phone back in iOS. Each enumeration's link speed is checked before anything is sent over
+/// it.
 pub fn run(
     plan: &Plan,
     first: Box<dyn UsbDevice>,
@@ -311,6 +334,11 @@ pub fn run(
     on_event: &mut dyn FnMut(JobEvent),
 ) -> Result<FinalStatus, JobError> {
     let total = plan.steps.len();
+    let first_phase = match plan.steps.first() {
+        Some(Step::EnterRecovery) => Phase::EnterRecovery,
+        _ => Phase::Upload,
+    };
+    check_link(&*first, first_phase)?;
     let mut dev: Option<Box<dyn UsbDevice>> = Some(first);
     let mut status = None;
     // Components, tickets and restored's data all come from the staged IPSW through one
@@ -362,6 +390,11 @@ pub fn run(
                             phase: *phase,
                             source,
                         })?;
+                // Nothing is sent over the new iOS's enumeration: a restore that is done is
+                // not failed for its speed.
+                if *phase != Phase::FinalReboot {
+                    check_link(&*back, *phase)?;
+                }
                 // Every arrival in recovery or DFU shows the nonces; when the plan reads them
                 // next anyway, that step does it.
                 let read_next = matches!(plan.steps.get(index + 1), Some(Step::RefreshNonce));

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use ipsw::manifest::{BuildManifest, RestoreBehavior};
 use irecv::mode::Mode;
 use restore::failure::Failure;
-use restore::ladder::{Attempt, Decision, Ladder, Next, Route};
+use restore::ladder::{Attempt, Decision, Ladder, Next, PortHistory, Route};
 use restore::phase::{AwaitedMode, Deadlines, Phase};
 use restore::plan::{Plan, StartMode, Target};
 use serde::{Deserialize, Serialize};
@@ -63,12 +63,22 @@ pub struct JobRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobState {
+    /// Waiting for a slot on its USB host controller (at most
+    /// [`Jobs::set_per_controller`] restores run at once on one).
+    Queued,
     /// Running.
     Running,
     /// The phone is back in iOS with the new build.
     Succeeded,
     /// It stopped; `error` says why.
     Failed,
+}
+
+impl JobState {
+    /// Queued or running: not ended.
+    pub fn is_active(self) -> bool {
+        matches!(self, JobState::Queued | JobState::Running)
+    }
 }
 
 /// A job as the API shows it.
@@ -142,6 +152,7 @@ pub struct Jobs {
     records: std::sync::Mutex<BTreeMap<u64, JobRecord>>,
     updates: broadcast::Sender<JobUpdate>,
     next: std::sync::atomic::AtomicU64,
+    gate: Gate,
 }
 
 impl Default for Jobs {
@@ -150,7 +161,125 @@ impl Default for Jobs {
             records: std::sync::Mutex::new(BTreeMap::new()),
             updates: broadcast::channel(1024).0,
             next: std::sync::atomic::AtomicU64::new(1),
+            gate: Gate::new(DEFAULT_PER_CONTROLLER),
         }
+    }
+}
+
+/// Restores run at once on one USB host controller unless configured otherwise: the
+/// references see transfers fail past about ten concurrent restores on one controller, and a
+/// bench hub usually hangs off one.
+pub const DEFAULT_PER_CONTROLLER: usize = 8;
+
+/// The job queue: at most `cap` jobs run at once per USB bus (a bus is one host controller's
+/// root hub); the others wait for a slot, oldest first.
+#[derive(Debug)]
+struct Gate {
+    cap: std::sync::atomic::AtomicUsize,
+    /// Per bus: the jobs holding a slot, and the jobs waiting in order.
+    buses: std::sync::Mutex<std::collections::HashMap<u8, Bus>>,
+    freed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Bus {
+    running: usize,
+    waiting: std::collections::VecDeque<u64>,
+}
+
+/// A job's slot on its bus, given back when dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    bus: u8,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.jobs().gate.give(self.bus);
+    }
+}
+
+impl Gate {
+    fn new(cap: usize) -> Gate {
+        Gate {
+            cap: std::sync::atomic::AtomicUsize::new(cap),
+            buses: std::sync::Mutex::new(std::collections::HashMap::new()),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u8, Bus>> {
+        self.buses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cap(&self) -> usize {
+        match self.cap.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => usize::MAX,
+            n => n,
+        }
+    }
+
+    /// Takes a slot on `bus` for job `id` now (true), or puts the job in the line (false).
+    fn try_take(&self, bus: u8, id: u64) -> bool {
+        let mut buses = self.lock();
+        let entry = buses.entry(bus).or_default();
+        if entry.running < self.cap() && entry.waiting.is_empty() {
+            entry.running += 1;
+            return true;
+        }
+        if !entry.waiting.contains(&id) {
+            entry.waiting.push_back(id);
+        }
+        false
+    }
+
+    /// Waits (on slots being given back, no polling) until job `id`, in the line since
+    /// [`Gate::try_take`], is first in it and a slot is free; takes the slot.
+    fn take(&self, bus: u8, id: u64) {
+        let mut buses = self.lock();
+        loop {
+            let cap = self.cap();
+            let entry = buses.entry(bus).or_default();
+            if entry.running < cap && entry.waiting.front().is_none_or(|first| *first == id) {
+                entry.waiting.retain(|w| *w != id);
+                entry.running += 1;
+                drop(buses);
+                // The next in line may fit too.
+                self.freed.notify_all();
+                return;
+            }
+            buses = self
+                .freed
+                .wait(buses)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Job `id` will not run after all: out of the line, or its slot given back.
+    fn abandon(&self, bus: u8, id: u64) {
+        let mut buses = self.lock();
+        let Some(entry) = buses.get_mut(&bus) else {
+            return;
+        };
+        let before = entry.waiting.len();
+        entry.waiting.retain(|w| *w != id);
+        if entry.waiting.len() == before {
+            entry.running = entry.running.saturating_sub(1);
+        }
+        drop(buses);
+        self.freed.notify_all();
+    }
+
+    /// Gives a slot on `bus` back.
+    fn give(&self, bus: u8) {
+        let mut buses = self.lock();
+        if let Some(entry) = buses.get_mut(&bus) {
+            entry.running = entry.running.saturating_sub(1);
+        }
+        drop(buses);
+        self.freed.notify_all();
     }
 }
 
@@ -163,6 +292,24 @@ impl Jobs {
     /// One job.
     pub fn get(&self, id: u64) -> Option<JobRecord> {
         self.lock().get(&id).cloned()
+    }
+
+    /// Lets at most `n` restores run at once per USB host controller (0: no limit); the
+    /// others are queued, oldest first.
+    pub fn set_per_controller(&self, n: usize) {
+        self.gate.cap.store(n, std::sync::atomic::Ordering::Relaxed);
+        self.gate.freed.notify_all();
+    }
+
+    /// Waits until queued job `id` has a slot on its controller (`bus`), then shows it
+    /// running.
+    fn admit(&self, id: u64, bus: u8) {
+        tracing::info!(bus, "queued for a slot on the host controller");
+        self.gate.take(bus, id);
+        self.update(id, |r| {
+            r.state = JobState::Running;
+            r.step_text = String::new();
+        });
     }
 
     /// Job changes, live.
@@ -376,7 +523,7 @@ pub fn start(
         .jobs()
         .list()
         .into_iter()
-        .find(|j| j.state == JobState::Running && j.ecid == entry.id)
+        .find(|j| j.state.is_active() && j.ecid == entry.id)
     {
         return Err(StartError::Busy(entry.id.clone(), running.id));
     }
@@ -424,6 +571,10 @@ pub fn start(
         .jobs()
         .next
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // A slot on the phone's host controller for the whole job (retries included), or a place
+    // in its line.
+    let bus = entry.port.as_ref().map(usb::PortPath::bus);
+    let queued = bus.filter(|bus| !shared.jobs().gate.try_take(*bus, job_id));
     let ipsw_sha256 = record.sha256.clone();
     let ipsw_id = record.id.clone();
     let record = JobRecord {
@@ -435,11 +586,21 @@ pub fn start(
         build_version: plan.build_version.clone(),
         behavior: behavior.to_string(),
         start_mode: mode.to_string(),
-        state: JobState::Running,
+        state: if queued.is_some() {
+            JobState::Queued
+        } else {
+            JobState::Running
+        },
         phase: Phase::Upload.to_string(),
         step: 0,
         steps: plan.steps.len(),
-        step_text: String::new(),
+        step_text: match queued {
+            Some(bus) => format!(
+                "queued: {} restores already run on USB bus {bus}",
+                shared.jobs().gate.cap()
+            ),
+            None => String::new(),
+        },
         progress: 0.0,
         started_ms: unix_ms(SystemTime::now()),
         ended_ms: None,
@@ -502,11 +663,29 @@ pub fn start(
     std::thread::Builder::new()
         .name(format!("job-{job_id}"))
         .spawn(move || {
-            let span = tracing::info_span!("job", id = job_id, ecid = %format!("{ecid:#x}"));
+            let span = tracing::info_span!(
+                "job",
+                id = job_id,
+                ecid = %format!("{ecid:#x}"),
+                port = first.port.as_ref().map(ToString::to_string).as_deref().unwrap_or("?"),
+                model = drive.target.product_type.as_deref().unwrap_or("?"),
+            );
             let _enter = span.enter();
+            if let Some(bus) = queued {
+                drive.shared.jobs().admit(job_id, bus);
+            }
+            let _slot = bus.map(|bus| Slot {
+                shared: Arc::clone(&drive.shared),
+                bus,
+            });
             drive.run(first);
         })
-        .map_err(|e| StartError::Takeover(format!("cannot start the job's thread: {e}")))?;
+        .map_err(|e| {
+            if let Some(bus) = bus {
+                shared.jobs().gate.abandon(bus, job_id);
+            }
+            StartError::Takeover(format!("cannot start the job's thread: {e}"))
+        })?;
     Ok(job_id)
 }
 
@@ -806,6 +985,8 @@ impl Drive {
             let mut phase = Phase::Upload;
             let metrics = self.shared.metrics();
             let mut image_sent = 0u64;
+            let speed = start.device.speed();
+            let mut meter = super::port_health::Meter::default();
             let result = job::run(
                 &start.plan,
                 start.device,
@@ -820,13 +1001,22 @@ impl Drive {
                 &self.ctx.deadlines,
                 &mut irecv::dfu::SystemClock,
                 &mut |event| {
+                    meter.on_event(&event);
                     count_bytes(metrics, &mut image_sent, &event);
                     apply(jobs, id, &mut phase, event)
                 },
             );
             let ended = SystemTime::now();
+            let ecid = self.target.ecid;
             let err = match result {
                 Ok(_) => {
+                    super::port_health::attempt_succeeded(
+                        &self.shared,
+                        start.port.as_ref(),
+                        ecid,
+                        speed,
+                        &meter,
+                    );
                     self.end_attempt(
                         attempt,
                         &history::AttemptOutcome::succeeded(ended, Phase::FinalReboot),
@@ -848,6 +1038,13 @@ impl Drive {
                 };
             };
             self.end_attempt(attempt, &history::AttemptOutcome::failed(ended, &failure));
+            super::port_health::attempt_failed(
+                &self.shared,
+                start.port.as_ref(),
+                ecid,
+                speed,
+                &failure,
+            );
             match self.next_attempt(&mut ladder, &mut phones, failure, start.port, &err) {
                 Ok(next) => start = next,
                 Err(end) => break end,
@@ -876,12 +1073,13 @@ impl Drive {
         let Some(port) = port else {
             return Err(stop(&failure, error));
         };
+        let mut attempt = Attempt::new(failure.clone(), port.clone(), self.target.ecid);
+        // A port other phones failed on rules nothing out about this one.
+        if self.shared.ports().history(&port.to_string()) == PortHistory::Suspect {
+            attempt = attempt.on_suspect_port();
+        }
         let mut decision = ladder
-            .record(Attempt::new(
-                failure.clone(),
-                port.clone(),
-                self.target.ecid,
-            ))
+            .record(attempt)
             .map_err(|e| stop(&failure, format!("{error} (retry ladder: {e})")))?;
         let deadlines = &self.ctx.deadlines;
         loop {
@@ -1127,6 +1325,52 @@ fn dfu_prompt(product_type: Option<&str>, port: &usb::PortPath) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queue_lets_cap_jobs_run_per_controller_and_the_rest_in_order() {
+        let gate = Gate::new(2);
+        assert!(gate.try_take(1, 1), "a free slot");
+        assert!(gate.try_take(1, 2), "a free slot");
+        assert!(!gate.try_take(1, 3), "the bus is full");
+        assert!(!gate.try_take(1, 4), "the bus is full");
+        // Another controller has slots of its own.
+        assert!(gate.try_take(2, 5), "bus 2 is empty");
+        assert_eq!(
+            gate.lock().get(&1).map(|b| b.waiting.clone()),
+            Some([3, 4].into())
+        );
+
+        let order = std::sync::Mutex::new(Vec::new());
+        let released = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Job 4 asks first but is second in line.
+            for id in [4, 3] {
+                let (gate, order, released) = (&gate, &order, &released);
+                scope.spawn(move || {
+                    gate.take(1, id);
+                    assert!(released.load(std::sync::atomic::Ordering::SeqCst));
+                    order.lock().unwrap().push(id);
+                    gate.give(1);
+                });
+            }
+            released.store(true, std::sync::atomic::Ordering::SeqCst);
+            gate.give(1);
+        });
+        assert_eq!(*order.lock().unwrap(), [3, 4]);
+        let buses = gate.lock();
+        let bus = buses.get(&1).unwrap();
+        assert_eq!(
+            (bus.running, bus.waiting.len()),
+            (1, 0),
+            "only job 2 holds a slot"
+        );
+    }
+
+    #[test]
+    fn no_cap_means_no_queue() {
+        let gate = Gate::new(0);
+        assert!((0..64).all(|id| gate.try_take(1, id)));
+    }
 
     #[test]
     fn the_dfu_prompt_names_the_model_its_buttons_and_the_port() {

@@ -5,7 +5,9 @@
 //! |---|---|---|---|
 //! | `restation_restores_total` | counter | `result` (`succeeded`, `failed`), `number` (Apple's error number, `none` when the job has none) | restores that ended |
 //! | `restation_restores_running` | gauge | | restores running now |
+//! | `restation_restores_queued` | gauge | | restores waiting for a slot on their host controller |
 //! | `restation_port_failures_total` | counter | `port` (`1-1.3`, `unknown`) | failed restores per physical port |
+//! | `restation_port_suspect` | gauge | `port` | 1 when port health suspects the port or its cable ([`super::port_health`]), else 0 |
 //! | `restation_phase_duration_seconds` | histogram | `phase` | how long each phase of a restore took |
 //! | `restation_transferred_bytes_total` | counter | | bytes sent to phones by restores |
 //! | `restation_phones` | gauge | `mode` (`normal`, `recovery`, `dfu`, ...) | phones on the bus by mode |
@@ -192,10 +194,15 @@ pub fn render(shared: &Shared) -> String {
     let mut restores: BTreeMap<(&str, String), u64> = BTreeMap::new();
     let mut port_failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut running = 0u64;
+    let mut queued = 0u64;
     for job in &jobs {
         let result = match job.state {
             JobState::Running => {
                 running += 1;
+                continue;
+            }
+            JobState::Queued => {
+                queued += 1;
                 continue;
             }
             JobState::Succeeded => "succeeded",
@@ -227,12 +234,28 @@ pub fn render(shared: &Shared) -> String {
     );
     x.sample("restation_restores_running", &[], running);
     x.family(
+        "restation_restores_queued",
+        "gauge",
+        "Restores waiting for a slot on their USB host controller.",
+    );
+    x.sample("restation_restores_queued", &[], queued);
+    x.family(
         "restation_port_failures_total",
         "counter",
         "Failed restores per physical USB port.",
     );
     for (port, n) in &port_failures {
         x.sample("restation_port_failures_total", &[("port", port)], n);
+    }
+    x.family(
+        "restation_port_suspect",
+        "gauge",
+        "1 when port health suspects the port or its cable, else 0.",
+    );
+    let live = super::port_health::live_ports(shared);
+    for port in shared.ports().report(&live).ports {
+        let suspect = u64::from(port.health == super::port_health::Health::Suspect);
+        x.sample("restation_port_suspect", &[("port", &port.port)], suspect);
     }
 
     x.family(

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod muxd;
 pub mod overlap;
 pub mod personalize;
+pub mod port_health;
 pub mod registry;
 pub mod restoring;
 pub mod session;
@@ -94,6 +95,8 @@ pub struct Shared {
     history: HistorySlot,
     /// What `/metrics` shows beyond the registry and the jobs.
     metrics: metrics::Metrics,
+    /// What the attempts said about each port ([`port_health`]).
+    ports: port_health::Ports,
 }
 
 /// Where jobs are kept, once the daemon opened it.
@@ -123,6 +126,7 @@ impl Default for Shared {
             job_context: std::sync::OnceLock::new(),
             history: HistorySlot::default(),
             metrics: metrics::Metrics::default(),
+            ports: port_health::Ports::default(),
         }
     }
 }
@@ -162,9 +166,17 @@ impl Shared {
         let _ = self.job_context.set(ctx);
     }
 
-    /// Keeps every job in `store` (once; later calls are ignored).
+    /// Keeps every job in `store` (once; later calls are ignored), and reads the ports'
+    /// health back from it.
     pub fn set_history(&self, store: Arc<dyn history::HistoryStore>) {
-        let _ = self.history.0.set(store);
+        if self.history.0.set(Arc::clone(&store)).is_ok() {
+            self.ports.load(store);
+        }
+    }
+
+    /// The ports' health ([`port_health`]).
+    pub fn ports(&self) -> &port_health::Ports {
+        &self.ports
     }
 
     /// The job history, when one is kept.

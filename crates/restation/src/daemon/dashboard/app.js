@@ -1,5 +1,6 @@
-// restation dashboard: one tile per port, fed by the daemon's API (/devices, /jobs) and kept
-// live by its server-sent event streams (/events, /jobs/events). Plain JavaScript, no build.
+// restation dashboard: one tile per port, fed by the daemon's API (/devices, /jobs, /ports)
+// and kept live by its server-sent event streams (/events, /jobs/events). Plain JavaScript, no
+// build.
 'use strict';
 (function () {
   // On a TCP listener that needs a token the page is opened as /?token=...; every request
@@ -19,6 +20,7 @@
   const state = {
     devices: new Map(), // id -> registry entry
     jobs: new Map(), // job id -> job record
+    ports: new Map(), // port path -> port health (/ports)
     notes: new Map(), // device id -> identify outcome
     live: { devices: false, jobs: false },
     problem: '',
@@ -81,6 +83,24 @@
     schedule();
   }
 
+  // Port health changes when attempts end: read /ports again, at most once a second.
+  let portsPending = false;
+  async function refreshPorts() {
+    if (portsPending) return;
+    portsPending = true;
+    setTimeout(async function () {
+      portsPending = false;
+      try {
+        setPorts(await getJson('/ports'));
+        schedule();
+      } catch (e) { /* an older daemon without /ports: the link speed alone */ }
+    }, 1000);
+  }
+  function setPorts(report) {
+    if (!report || !Array.isArray(report.ports)) return;
+    state.ports = new Map(report.ports.map(function (p) { return [p.port, p]; }));
+  }
+
   async function refreshDevice(id) {
     try {
       const d = await getJson('/devices/' + encodeURIComponent(id));
@@ -131,9 +151,23 @@
     return dd;
   }
 
-  // Port health from the link speed: a phone is a high-speed device; one that enumerated at
-  // full speed has damaged data lines in its cable or port.
-  function health(entry) {
+  // Port health: the daemon's verdict on the port (/ports: link speed, flaps, transfer errors,
+  // throughput, phones failed here), else the link speed alone: a phone is a high-speed device;
+  // one that enumerated at full speed has damaged data lines in its cable or port.
+  function health(entry, port) {
+    const report = state.ports.get(port);
+    if (report && report.health === 'suspect') {
+      const more = report.reasons.length > 1 ? ' (+' + (report.reasons.length - 1) + ' more)' : '';
+      const why = report.reasons.length ? report.reasons[0].text : 'see /ports';
+      return { cls: 'bad', text: 'suspect: ' + why + more };
+    }
+    if (report && report.health === 'good') {
+      let text = 'good';
+      if (report.link_speed) text += ' \u00b7 ' + String(report.link_speed).toLowerCase() + ' speed';
+      text += ' \u00b7 ' + report.succeeded + '/' + report.attempts + ' attempts went through';
+      if (report.phones_failed.length) text += ' \u00b7 ' + report.phones_failed.length + ' phone(s) failed here';
+      return { cls: 'good', text: text };
+    }
     const speed = entry.speed;
     if (speed === 'High' || speed === 'Super' || speed === 'SuperPlus') {
       return { cls: 'good', text: 'good \u00b7 ' + speed.toLowerCase() + ' speed' };
@@ -208,7 +242,7 @@
       fact(facts, 'ECID', d.id, 'ecid');
       if (id.serial_number) fact(facts, 'Serial', id.serial_number);
       if (id.product_version) fact(facts, 'iOS', id.product_version);
-      const h = health(d);
+      const h = health(d, port);
       fact(facts, 'Port health', h.text, 'health ' + h.cls);
       const fails = failuresOn(port);
       fact(facts, 'Failures here', String(fails), fails ? 'health bad' : null);
@@ -290,13 +324,19 @@
     if (Array.isArray(snapshot.devices) && Array.isArray(snapshot.jobs)) {
       snapshot.devices.forEach(function (d) { state.devices.set(d.id, d); });
       snapshot.jobs.forEach(function (j) { state.jobs.set(j.id, j); });
+      setPorts(snapshot.ports);
       render();
     }
   } catch (e) { /* no snapshot: the requests below fill the page */ }
 
   listen('/events', 'device', 'devices', function (event) { refreshDevice(event.id); });
-  listen('/jobs/events', 'job', 'jobs', function (job) { state.jobs.set(job.id, job); schedule(); });
+  listen('/jobs/events', 'job', 'jobs', function (job) {
+    state.jobs.set(job.id, job);
+    refreshPorts();
+    schedule();
+  });
   refreshAll();
+  refreshPorts();
   // Running times move on even when nothing else does.
   setInterval(function () { if (state.jobs.size) schedule(); }, 1000);
 })();

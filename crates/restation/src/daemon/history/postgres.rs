@@ -15,9 +15,9 @@ use std::time::SystemTime;
 use postgres::{Client, NoTls, Row};
 
 use super::{
-    corrupt, ecid_text, ms, AttemptKey, AttemptOutcome, AttemptRow, Filter, HistoryError,
-    HistoryStore, JobEnd, JobKey, JobResult, JobRow, NewJob, RawAttempt, RawJob, JOB_COLUMNS,
-    SCHEMA_VERSION,
+    corrupt, ecid_text, ms, speed_text, AttemptKey, AttemptOutcome, AttemptRow, Filter,
+    HistoryError, HistoryStore, JobEnd, JobKey, JobResult, JobRow, NewJob, Observation, RawAttempt,
+    RawJob, RawObservation, JOB_COLUMNS, OBSERVATION_COLUMNS, SCHEMA_VERSION,
 };
 
 /// The advisory lock migrations take (any constant the stations agree on).
@@ -63,6 +63,20 @@ const MIGRATIONS: &[&str] = &[
         evidence        TEXT,
         PRIMARY KEY (job, n)
     );",
+    // 2: what each attempt said about its port (`super::super::port_health`).
+    "CREATE TABLE port_observations (
+        id            BIGSERIAL PRIMARY KEY,
+        station       TEXT,
+        port          TEXT    NOT NULL,
+        ecid          TEXT    NOT NULL,
+        at_ms         BIGINT  NOT NULL,
+        signal        TEXT    NOT NULL,
+        number        BIGINT,
+        cause         TEXT,
+        speed         TEXT,
+        bytes_per_sec BIGINT
+    );
+    CREATE INDEX port_observations_by_time ON port_observations (station, at_ms);",
 ];
 
 // Both stores must describe the same schema version.
@@ -234,6 +248,20 @@ fn raw_attempt(r: &Row) -> Result<RawAttempt, postgres::Error> {
         failure_number: r.try_get(6)?,
         failure_message: r.try_get(7)?,
         evidence: r.try_get(8)?,
+    })
+}
+
+fn raw_observation(r: &Row) -> Result<RawObservation, postgres::Error> {
+    Ok(RawObservation {
+        id: r.try_get(0)?,
+        port: r.try_get(1)?,
+        ecid: r.try_get(2)?,
+        at_ms: r.try_get(3)?,
+        signal: r.try_get(4)?,
+        number: r.try_get(5)?,
+        cause: r.try_get(6)?,
+        speed: r.try_get(7)?,
+        bytes_per_sec: r.try_get(8)?,
     })
 }
 
@@ -429,6 +457,59 @@ impl HistoryStore for PgHistory {
             &[&since, &until, &ecid],
         )
     }
+
+    fn record_port_observation(
+        &self,
+        station: Option<&str>,
+        o: &Observation,
+    ) -> Result<(), HistoryError> {
+        self.lock()
+            .execute(
+                "INSERT INTO port_observations (station, port, ecid, at_ms, signal, number, \
+                 cause, speed, bytes_per_sec) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &station,
+                    &o.port,
+                    &ecid_text(o.ecid),
+                    &i64::try_from(o.at_ms).unwrap_or(i64::MAX),
+                    &o.signal.as_str(),
+                    &o.number,
+                    &o.cause,
+                    &o.speed.and_then(speed_text),
+                    &o.bytes_per_sec.and_then(|b| i64::try_from(b).ok()),
+                ],
+            )
+            .map_err(pg("recording a port observation"))?;
+        Ok(())
+    }
+
+    fn port_observations(
+        &self,
+        station: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Observation>, HistoryError> {
+        let rows = self
+            .lock()
+            .query(
+                &format!(
+                    "SELECT {OBSERVATION_COLUMNS} FROM port_observations \
+                     WHERE station IS NOT DISTINCT FROM $1::TEXT \
+                     ORDER BY at_ms DESC, id DESC LIMIT $2"
+                ),
+                &[&station, &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .map_err(pg("reading port observations"))?;
+        let raw = rows
+            .iter()
+            .map(raw_observation)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pg("reading port observations"))?;
+        Ok(raw
+            .into_iter()
+            .rev()
+            .filter_map(RawObservation::check)
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -436,8 +517,8 @@ mod tests {
     use super::*;
 
     /// The same behaviour as the SQLite store, on a real server: set
-    /// `RESTATION_TEST_POSTGRES` to the URL of a throwaway database (its `jobs`, `attempts` and
-    /// `restation_schema` tables are dropped first).
+    /// `RESTATION_TEST_POSTGRES` to the URL of a throwaway database (its `jobs`, `attempts`,
+    /// `port_observations` and `restation_schema` tables are dropped first).
     #[test]
     fn the_postgres_store_conforms() {
         let Ok(url) = std::env::var("RESTATION_TEST_POSTGRES") else {
@@ -448,6 +529,7 @@ mod tests {
         client
             .batch_execute(
                 "DROP TABLE IF EXISTS attempts; DROP TABLE IF EXISTS jobs; \
+                 DROP TABLE IF EXISTS port_observations; \
                  DROP TABLE IF EXISTS restation_schema;",
             )
             .unwrap();
