@@ -831,17 +831,16 @@ mod tests {
 
         assert_eq!(hub.move_phone(0, 2), Ok(true));
         let seen: Vec<_> = rx.try_iter().collect();
-        let [HotplugEvent::Left { port_path: left, .. }, HotplugEvent::Arrived { device }] =
-            seen.as_slice()
+        let [HotplugEvent::Left {
+            port_path: left, ..
+        }, HotplugEvent::Arrived { device }] = seen.as_slice()
         else {
             panic!("expected a departure then an arrival: {seen:?}");
         };
         assert_eq!(left.as_ref(), hub.port_path(0));
         assert_eq!(device.port_path.as_ref(), hub.port_path(2));
         // A phone pulled out of restore mode comes back in recovery, the same phone.
-        let (mode, ecid) = hub
-            .with_phone(2, |p| (p.mode(), p.profile().ecid))
-            .unwrap();
+        let (mode, ecid) = hub.with_phone(2, |p| (p.mode(), p.profile().ecid)).unwrap();
         assert_eq!(mode, Mode::Recovery(RecoveryStage::Iboot));
         assert_eq!(ecid, profile.ecid);
         assert!(hub.with_phone(0, |_| ()).is_none(), "port 0 is empty now");
@@ -862,6 +861,9 @@ mod tests {
             hub.move_phone(2, 7),
             Err(HubError::NoSuchPort { .. })
         ));
-        assert!(hub.with_phone(2, |_| ()).is_some(), "a refused move leaves it");
+        assert!(
+            hub.with_phone(2, |_| ()).is_some(),
+            "a refused move leaves it"
+        );
     }
 }

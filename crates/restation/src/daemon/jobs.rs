@@ -655,7 +655,7 @@ pub fn start(
     let first = Start {
         plan,
         device: first,
-        device_id: device,
+        enumeration: (device, entry.arrival),
         port: entry.port.clone(),
         personalize,
         restore_options,
@@ -793,8 +793,10 @@ pub struct RegistryPhones {
     shared: Arc<Shared>,
     ctx: JobContext,
     /// Enumerations already used (or found gone): the registry may still show one for a
-    /// moment after it left, and a wait is for the phone's next enumeration.
-    used: std::collections::HashSet<usb::DeviceId>,
+    /// moment after it left, and a wait is for the phone's next enumeration. An enumeration is
+    /// its address and its arrival number: addresses are recycled (127 per bus), and on a
+    /// busy bench a phone comes back at an address it had before.
+    used: std::collections::HashSet<Enumeration>,
 }
 
 impl Phones for RegistryPhones {
@@ -815,14 +817,15 @@ impl Phones for RegistryPhones {
                     shared.wait_for_entry(|r| {
                         r.get(&key)
                             .filter(|e| e.present && awaited(e.mode, mode))
-                            .and_then(|e| e.device)
+                            .and_then(|e| Some((e.device?, e.arrival)))
                             .filter(|d| !used.contains(d))
                     }),
                 )
                 .await
             });
-            let device = found.map_err(|_| WaitError::Deadline { mode, within })?;
-            self.used.insert(device);
+            let enumeration = found.map_err(|_| WaitError::Deadline { mode, within })?;
+            self.used.insert(enumeration);
+            let (device, _) = enumeration;
             match take_over(&self.shared, &self.ctx, device) {
                 Ok(dev) => return Ok(dev),
                 // Gone already (a departure the registry has not seen yet): wait on.
@@ -845,10 +848,13 @@ enum Awaiting {
     Dfu,
 }
 
+/// One enumeration of a phone: its address and the registry's arrival number.
+type Enumeration = (usb::DeviceId, u64);
+
 /// The phone as found between attempts, taken over.
 struct Found {
     device: Box<dyn UsbDevice>,
-    id: usb::DeviceId,
+    enumeration: Enumeration,
     mode: Mode,
     port: Option<usb::PortPath>,
 }
@@ -884,25 +890,29 @@ impl RegistryPhones {
                             (Some(_), None) => false,
                             (None, _) => true,
                         };
-                        let device = e.device.filter(|d| !gone.contains(d))?;
+                        let device = (e.device?, e.arrival);
+                        if gone.contains(&device) {
+                            return None;
+                        }
                         (mode_fits && moved).then(|| (device, e.mode, e.port.clone()))
                     }),
                 )
                 .await
             });
-            let (id, mode, port) = found.map_err(|_| WaitError::Deadline {
+            let (enumeration, mode, port) = found.map_err(|_| WaitError::Deadline {
                 mode: match awaiting {
                     Awaiting::Start => AwaitedMode::Recovery,
                     Awaiting::Dfu => AwaitedMode::Dfu,
                 },
                 within,
             })?;
-            self.used.insert(id);
+            self.used.insert(enumeration);
+            let (id, _) = enumeration;
             match take_over(&self.shared, &self.ctx, id) {
                 Ok(device) => {
                     return Ok(Found {
                         device,
-                        id,
+                        enumeration,
                         mode,
                         port,
                     })
@@ -910,7 +920,7 @@ impl RegistryPhones {
                 // Gone already (a departure the registry has not seen yet): wait on.
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(device = %id, error = %e, "a stale enumeration; waiting for the next");
-                    gone.insert(id);
+                    gone.insert(enumeration);
                 }
                 Err(e) => return Err(WaitError::Takeover(e)),
             }
@@ -922,7 +932,7 @@ impl RegistryPhones {
 struct Start {
     plan: Plan,
     device: Box<dyn UsbDevice>,
-    device_id: usb::DeviceId,
+    enumeration: Enumeration,
     port: Option<usb::PortPath>,
     personalize: Box<dyn Personalize + Send>,
     restore_options: plist::Dictionary,
@@ -978,7 +988,7 @@ impl Drive {
         let end = loop {
             number += 1;
             self.shared.jobs().update(self.id, |r| r.attempts = number);
-            phones.used.insert(start.device_id);
+            phones.used.insert(start.enumeration);
             let attempt = self.start_attempt();
             let jobs = self.shared.jobs();
             let id = self.id;
@@ -1174,7 +1184,7 @@ impl Drive {
         Ok(Start {
             plan,
             device: found.device,
-            device_id: found.id,
+            enumeration: found.enumeration,
             port: found.port,
             personalize,
             restore_options,

@@ -112,6 +112,10 @@ pub struct Entry {
     pub speed: Speed,
     /// Bus/address while present.
     pub device: Option<DeviceId>,
+    /// Which enumeration `device` is: it grows with every arrival the registry sees, so an
+    /// enumeration stays told apart from a later one that got the same recycled address.
+    #[serde(default)]
+    pub arrival: u64,
     /// Who it is.
     pub identity: Identity,
     /// What happened to it, oldest first (at most [`HISTORY_LIMIT`] items).
@@ -269,10 +273,12 @@ impl Registry {
             mode,
             speed: pending.info.speed,
             device: None,
+            arrival: 0,
             identity: Identity::default(),
             history: Vec::new(),
         });
         entry.present = true;
+        entry.arrival = ticket.0;
         entry.port = port.clone();
         entry.mode = mode;
         entry.speed = pending.info.speed;
@@ -518,6 +524,26 @@ mod tests {
         let c = r.counters();
         assert_eq!((c.ignored, c.vanished, c.stale), (1, 1, 1));
         assert_eq!(r.entries().count(), 0);
+    }
+
+    #[test]
+    fn a_phone_back_at_a_recycled_address_is_a_new_enumeration() {
+        // Addresses run 1..=127 per bus: on a busy bench a phone comes back at an address it
+        // had before, and a restore waiting for its next enumeration must see a new one.
+        let mut r = Registry::new();
+        let now = SystemTime::now();
+        let t = ticket(r.arrived(info(2, 0x1281, "1-1.3")));
+        r.identified(t, Ok(ecid(7)), now);
+        let first = r.get(&Key::Ecid(7)).map(|e| (e.device, e.arrival)).unwrap();
+        r.left(DeviceId { bus: 1, address: 2 }, now);
+        let t = ticket(r.arrived(info(2, 0x1281, "1-1.3")));
+        r.identified(t, Ok(ecid(7)), now);
+        let second = r.get(&Key::Ecid(7)).map(|e| (e.device, e.arrival)).unwrap();
+        assert_eq!(first.0, second.0, "the same address");
+        assert!(
+            second.1 > first.1,
+            "a later arrival: {first:?} then {second:?}"
+        );
     }
 
     #[test]

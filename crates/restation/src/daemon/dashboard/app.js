@@ -198,7 +198,9 @@
     tile.appendChild(bar);
     if (job.operator) tile.appendChild(el('div', 'operator', job.operator));
     const took = (job.ended_ms || Date.now()) - job.started_ms;
-    if (job.state === 'running') {
+    if (job.state === 'queued') {
+      tile.appendChild(el('div', 'result running', 'queued for ' + job.build_version + ' · ' + duration(took)));
+    } else if (job.state === 'running') {
       tile.appendChild(el('div', 'result running', 'restoring ' + job.build_version + ' · ' + duration(took)));
     } else if (job.state === 'succeeded') {
       tile.appendChild(el('div', 'result succeeded', 'restored ' + job.build_version + ' in ' + duration(took)));
@@ -268,9 +270,14 @@
     main.replaceChildren(frag);
 
     let running = 0;
-    state.jobs.forEach(function (j) { if (j.state === 'running') running++; });
+    let queued = 0;
+    state.jobs.forEach(function (j) {
+      if (j.state === 'running') running++;
+      if (j.state === 'queued') queued++;
+    });
     document.getElementById('summary').textContent =
-      present + ' phone' + (present === 1 ? '' : 's') + ' on the bench · ' + running + ' restoring';
+      present + ' phone' + (present === 1 ? '' : 's') + ' on the bench · ' + running + ' restoring' +
+      (queued ? ' · ' + queued + ' queued' : '');
     document.getElementById('empty').hidden = list.length > 0;
     const live = state.live.devices && state.live.jobs;
     const badge = document.getElementById('live');
