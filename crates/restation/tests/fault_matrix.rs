@@ -847,12 +847,6 @@ const GO_STAGE: &str = "back in iBoot instead of iBEC goes unnoticed";
 /// the job ends at the wait's deadline with the first number (`jobs.rs`, `next_attempt` /
 /// `RegistryPhones::wait_for_start`). The policy's rung 2 re-enters recovery and retries.
 const STUCK: &str = "the phone is left in restore mode and never re-enters recovery";
-/// The phone leaves at `bootx` and comes back in recovery, not restore mode: the policy says
-/// 9 ("came back in another mode than planned"), the daemon waits for restore mode until the
-/// deadline and says 4013 (`jobs.rs`, `RegistryPhones::wait_for` never reports
-/// `WaitError::OtherMode`).
-const OTHER_MODE: &str = "back in recovery instead of restore mode is 4013, not 9";
-
 /// Where the daemon does not do what the policy says today, or the case does not strike: what
 /// it does instead and why. A case listed here passes when it matches either the oracle or
 /// this; the table marks it.
@@ -871,16 +865,6 @@ const KNOWN: &[Known] = &[
     known("go:unplugx1", None, NONE, Restored, GO_STAGE),
     known("go:panic", None, NONE, Restored, GO_STAGE),
     known("go:panicx1", None, NONE, Restored, GO_STAGE),
-    known(
-        "bootx:unplug",
-        Some(4013),
-        REENTER,
-        Failed(4014),
-        OTHER_MODE,
-    ),
-    known("bootx:unplugx1", Some(4013), REENTER, Restored, OTHER_MODE),
-    known("bootx:panic", Some(4013), REENTER, Failed(4014), OTHER_MODE),
-    known("bootx:panicx1", Some(4013), REENTER, Restored, OTHER_MODE),
     known(
         "restore-mode:stall@#40",
         Some(4013),

@@ -38,6 +38,9 @@ use super::registry::{unix_ms, Entry, Key};
 use super::restoring::{Personalize, PersonalizeError, RestoreEvent};
 use super::Shared;
 
+/// How long a phone that came back in another mode than the step awaited has to show up in
+/// the awaited one before the wait ends with that mode.
+const OTHER_MODE_GRACE: Duration = Duration::from_secs(5);
 /// How long a session may take to let go of a phone a job takes over.
 const TAKEOVER: Duration = Duration::from_secs(10);
 /// The largest BuildManifest.plist read.
@@ -808,22 +811,52 @@ impl Phones for RegistryPhones {
     ) -> Result<Box<dyn UsbDevice>, WaitError> {
         let deadline = tokio::time::Instant::now() + within;
         let key = Key::Ecid(ecid);
+        // A new enumeration in another mode: the phone did not do what the step asked (a
+        // crash, a reboot into the wrong stage). It is the answer unless the awaited mode
+        // follows within a moment.
+        let mut other: Option<(Enumeration, Mode, tokio::time::Instant)> = None;
         loop {
             let shared = Arc::clone(&self.shared);
             let used = self.used.clone();
+            let seen_other = other.map(|(e, _, _)| e);
+            let until = match other {
+                Some((_, _, at)) => deadline.min(at),
+                None => deadline,
+            };
             let found = self.ctx.runtime.block_on(async {
                 tokio::time::timeout_at(
-                    deadline,
+                    until,
                     shared.wait_for_entry(|r| {
-                        r.get(&key)
-                            .filter(|e| e.present && awaited(e.mode, mode))
-                            .and_then(|e| Some((e.device?, e.arrival)))
-                            .filter(|d| !used.contains(d))
+                        let e = r.get(&key).filter(|e| e.present)?;
+                        let enumeration = (e.device?, e.arrival);
+                        if used.contains(&enumeration) {
+                            return None;
+                        }
+                        if awaited(e.mode, mode) {
+                            return Some(Ok(enumeration));
+                        }
+                        (seen_other != Some(enumeration)).then_some(Err((enumeration, e.mode)))
                     }),
                 )
                 .await
             });
-            let enumeration = found.map_err(|_| WaitError::Deadline { mode, within })?;
+            let enumeration = match found {
+                Ok(Ok(enumeration)) => enumeration,
+                Ok(Err((enumeration, got))) => {
+                    let at = tokio::time::Instant::now() + OTHER_MODE_GRACE;
+                    other = Some((enumeration, got, at));
+                    continue;
+                }
+                Err(_) => {
+                    return Err(match other {
+                        Some((_, got, _)) => WaitError::OtherMode {
+                            expected: mode,
+                            got: got.to_string(),
+                        },
+                        None => WaitError::Deadline { mode, within },
+                    })
+                }
+            };
             self.used.insert(enumeration);
             let (device, _) = enumeration;
             match take_over(&self.shared, &self.ctx, device) {
