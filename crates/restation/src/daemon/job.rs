@@ -440,13 +440,29 @@ pub fn run(
             }
             Step::Restore => {
                 let mut pump = Pump::open(overlapped(dev.take().ok_or_else(no_phone)?)?)?;
-                let done = restoring::run(
+                let done = match restoring::run(
                     &mut pump,
                     materials.restore_options.clone(),
                     &mut source,
                     &mut |e| on_event(JobEvent::Restore(e)),
                     deadlines,
-                )?;
+                ) {
+                    Ok(done) => done,
+                    Err(e) => {
+                        // The restore ramdisk outlives a failed conversation: without a
+                        // reboot the phone would sit in restore mode and the retry would
+                        // never find it in recovery.
+                        match restoring::reboot(&mut pump) {
+                            Ok(()) => {
+                                tracing::info!(error = %e, "restore mode failed; asked restored to reboot the phone")
+                            }
+                            Err(r) => {
+                                tracing::warn!(error = %e, reboot = %r, "restore mode failed and restored could not be asked to reboot")
+                            }
+                        }
+                        return Err(e.into());
+                    }
+                };
                 if done.status != 0 {
                     return Err(JobError::Failed(done));
                 }

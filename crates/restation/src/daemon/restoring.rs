@@ -285,6 +285,18 @@ fn stream_image(
     }
 }
 
+/// Asks restored to reboot the phone: after a restore that failed on the host's side (a
+/// stalled stream, a request that went unanswered) the restore ramdisk is still running, and
+/// only a reboot brings the phone back to recovery, where the retry starts. Its answer may not
+/// come: a phone that leaves the bus did what was asked.
+pub fn reboot(pump: &mut Pump) -> Result<(), RestoreModeError> {
+    let conn = pump.connect(RESTORED_PORT, ANSWER_TIMEOUT)?;
+    query_type(pump, conn)?;
+    let mut codec = HostCodec::new().with_label("restation");
+    super::identify::ask(pump, conn, &mut codec, Request::Reboot, ANSWER_TIMEOUT)?;
+    Ok(())
+}
+
 /// Runs restore mode to restored's final status.
 pub fn run(
     pump: &mut Pump,
