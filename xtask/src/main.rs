@@ -5,6 +5,8 @@
 //! kernel enumerates restation's virtual phones as real USB devices (USB/IP, `vhci-hcd`), so
 //! the reference tools (usbmuxd, libimobiledevice, irecovery) and restation's libusb backend
 //! run against them unchanged. See `docs/vm-bench.md`.
+//!
+//! `cargo xtask demo-bench` measures `restation demo` at scale (one phone, then 32).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod demo_bench;
 mod vm;
 
 #[derive(Parser)]
@@ -26,6 +29,8 @@ enum Command {
     /// Build (or reuse) the VM bench image, boot it under qemu TCG, run the checks inside it
     /// against `restation sim usbip`, print one PASS/FAIL line per check.
     Vm(VmArgs),
+    /// The demo's scale figures: one phone alone, then N phones (wall, CPU, peak RSS, ratios).
+    DemoBench(demo_bench::DemoBenchArgs),
 }
 
 /// Options of `cargo xtask vm`.
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Vm(args) => vm::run(&args),
+        Command::DemoBench(args) => demo_bench::run(&args),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

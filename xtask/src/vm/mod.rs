@@ -297,7 +297,7 @@ pub fn run(args: &VmArgs) -> Result<bool> {
 }
 
 /// The workspace root (the xtask crate sits in it).
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.parent().unwrap_or(here).to_owned()
 }
