@@ -443,6 +443,12 @@ impl Station {
         });
         let daemon = Daemon::new(backend, Arc::clone(&shared));
         let driver = tokio::spawn(daemon.run(stopped()));
+        // Jobs the last daemon left unfinished (killed, crashed, power lost) resume once their
+        // phones are back; before the API serves, so that no new job takes those phones.
+        let resumed = jobs::resume_interrupted(&shared);
+        if resumed > 0 {
+            tracing::info!(jobs = resumed, "resuming interrupted jobs");
+        }
         let mut tasks = vec![(
             "the API server",
             tokio::spawn(api::serve(listener, Arc::clone(&shared), stopped())),

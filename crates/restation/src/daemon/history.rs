@@ -27,8 +27,12 @@
 //! Each write is its own transaction with `synchronous = FULL`: a daemon that crashes or a
 //! bench PC that loses power between [`HistoryStore::start_attempt`] and
 //! [`HistoryStore::end_attempt`] leaves a job whose result is still `running` and whose last
-//! attempt has no end; [`HistoryStore::unfinished`] lists such jobs, so a restarted daemon can
-//! resume them (adding an attempt) or end them.
+//! attempt has no end; [`HistoryStore::unfinished`] (and [`HistoryStore::unfinished_on`], one
+//! station's) lists such jobs, so a restarted daemon can resume them or end them. Each attempt
+//! keeps the phase it has reached as it goes ([`HistoryStore::reach_phase`]);
+//! [`HistoryStore::interrupt`] ends the attempts a crash left open as [`INTERRUPTED`] in that
+//! phase, and the next [`HistoryStore::start_attempt`] continues the same job (see
+//! `super::jobs`' resuming at startup).
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -142,6 +146,18 @@ const MIGRATIONS: &[&str] = &[
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The failure cause of an attempt the station itself cut short (the daemon was killed or
+/// the power went): [`HistoryStore::interrupt`].
+pub const INTERRUPTED: &str = "interrupted";
+
+/// The message an interrupted attempt keeps.
+pub const INTERRUPTED_MESSAGE: &str =
+    "interrupted: the station stopped during this attempt (daemon crash, kill or power loss); \
+     the job resumed with a new attempt when the station came back";
+
+/// The phase an interrupted attempt names when none was kept.
+const UNKNOWN_PHASE: &str = "unknown";
 
 /// Why the history could not be opened, written or read.
 #[derive(Debug, thiserror::Error)]
@@ -626,6 +642,22 @@ pub trait HistoryStore: Send + Sync {
     /// Jobs whose result is still `running`, oldest first: after a daemon restart, the ones it
     /// was running when it stopped.
     fn unfinished(&self) -> Result<Vec<JobRow>, HistoryError>;
+
+    /// `station`'s jobs whose result is still `running`, oldest first, with their attempts:
+    /// what a restarted daemon resumes (the job key, the phone, the IPSW and its hash, the
+    /// behavior, the port, the attempts so far). `None` is a station without a name; a shared
+    /// history's other stations' jobs are theirs to resume.
+    fn unfinished_on(&self, station: Option<&str>) -> Result<Vec<JobRow>, HistoryError>;
+
+    /// Keeps the phase the open attempt has reached so far, so that an attempt a crash ends
+    /// still says how far it got ([`HistoryStore::end_attempt`] sets it again at the end).
+    fn reach_phase(&self, attempt: AttemptKey, phase: Phase) -> Result<(), HistoryError>;
+
+    /// Ends every open attempt of running job `job` as interrupted by the station itself (a
+    /// daemon crash, a power loss): failure cause [`INTERRUPTED`], no number, in the phase it
+    /// had reached (`unknown` when none was kept). The job stays `running`: the next
+    /// [`HistoryStore::start_attempt`] continues it. Returns the attempts it ended.
+    fn interrupt(&self, job: JobKey, ended: SystemTime) -> Result<Vec<u32>, HistoryError>;
 
     /// Jobs that match `filter`, oldest first, with their attempts.
     fn query(&self, filter: &Filter) -> Result<Vec<JobRow>, HistoryError>;
@@ -1262,6 +1294,74 @@ impl HistoryStore for History {
         select(&mut self.lock(), "result = 'running'", &[])
     }
 
+    fn unfinished_on(&self, station: Option<&str>) -> Result<Vec<JobRow>, HistoryError> {
+        select(
+            &mut self.lock(),
+            "result = 'running' AND station IS ?1",
+            &[&station],
+        )
+    }
+
+    fn reach_phase(&self, attempt: AttemptKey, phase: Phase) -> Result<(), HistoryError> {
+        let changed = self
+            .lock()
+            .prepare_cached(
+                "UPDATE attempts SET phase_reached = ?3 WHERE job = ?1 AND n = ?2 \
+                 AND ended_ms IS NULL",
+            )
+            .and_then(|mut stmt| stmt.execute(params![attempt.job.0, attempt.n, phase.name()]))
+            .map_err(sql("recording the phase an attempt reached"))?;
+        if changed == 0 {
+            return Err(HistoryError::UnknownAttempt(attempt));
+        }
+        Ok(())
+    }
+
+    fn interrupt(&self, job: JobKey, ended: SystemTime) -> Result<Vec<u32>, HistoryError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql("ending interrupted attempts"))?;
+        match job_exists(&tx, job)? {
+            None => return Err(HistoryError::UnknownJob(job)),
+            Some(r) if r != JobResult::Running.as_str() => return Err(HistoryError::Ended(job)),
+            Some(_) => {}
+        }
+        let open: Vec<i64> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT n FROM attempts WHERE job = ?1 AND ended_ms IS NULL ORDER BY n",
+                )
+                .map_err(sql("finding interrupted attempts"))?;
+            let rows = stmt
+                .query_map([job.0], |r| r.get(0))
+                .map_err(sql("finding interrupted attempts"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql("finding interrupted attempts"))?
+        };
+        tx.execute(
+            "UPDATE attempts SET ended_ms = ?2, \
+             failure_phase = COALESCE(phase_reached, ?3), failure_cause = ?4, \
+             failure_number = NULL, failure_message = ?5, evidence = NULL \
+             WHERE job = ?1 AND ended_ms IS NULL",
+            params![
+                job.0,
+                ms(ended),
+                UNKNOWN_PHASE,
+                INTERRUPTED,
+                INTERRUPTED_MESSAGE
+            ],
+        )
+        .map_err(sql("ending interrupted attempts"))?;
+        tx.commit().map_err(sql("ending interrupted attempts"))?;
+        open.into_iter()
+            .map(|n| {
+                u32::try_from(n)
+                    .map_err(|_| corrupt(job.0, "attempts.n", &n.to_string(), "an attempt number"))
+            })
+            .collect()
+    }
+
     fn query(&self, filter: &Filter) -> Result<Vec<JobRow>, HistoryError> {
         let since = filter.since.map(ms);
         let until = filter.until.map(ms);
@@ -1728,6 +1828,79 @@ mod tests {
         assert_eq!(h.port_observations(None, 10).unwrap(), [went]);
         assert_eq!(h.port_observations(Some("bench-2"), 10).unwrap(), [failed]);
         assert!(h.port_observations(Some("bench-3"), 10).unwrap().is_empty());
+
+        // A daemon crash in the middle of an attempt: the phase kept so far, the attempt
+        // ended as interrupted at the restart, the same job continued and ended.
+        let crashed = h.start_job(&job(0xc0de, t(300))).unwrap();
+        let a = h.start_attempt(crashed, t(301)).unwrap();
+        h.reach_phase(a, Phase::Upload).unwrap();
+        h.reach_phase(a, Phase::Restore).unwrap();
+        let mine = h.unfinished_on(Some("bench-1")).unwrap();
+        let row = mine.iter().find(|r| r.key == crashed).unwrap();
+        assert_eq!(
+            (row.ecid, row.ipsw_sha256.as_str(), row.behavior.as_str()),
+            (0xc0de, "ab".repeat(32).as_str(), "Erase")
+        );
+        assert_eq!(row.port.as_deref(), Some("1-1.3"));
+        assert_eq!(row.attempts.len(), 1);
+        assert_eq!(row.attempts[0].phase_reached.as_deref(), Some("restore"));
+        assert!(h.unfinished_on(Some("bench-9")).unwrap().is_empty());
+        assert!(h.unfinished_on(None).unwrap().is_empty());
+        assert_eq!(h.interrupt(crashed, t(400)).unwrap(), [1]);
+        assert!(
+            h.interrupt(crashed, t(401)).unwrap().is_empty(),
+            "none open"
+        );
+        assert!(matches!(
+            h.reach_phase(a, Phase::Upload),
+            Err(HistoryError::UnknownAttempt(_))
+        ));
+        let b = h.start_attempt(crashed, t(402)).unwrap();
+        assert_eq!(b.n, 2, "the attempts go on counting");
+        h.end_attempt(b, &AttemptOutcome::succeeded(t(500), Phase::FinalReboot))
+            .unwrap();
+        h.end_job(crashed, &JobEnd::restored(t(500))).unwrap();
+        let row = h
+            .query(&Filter {
+                ecid: Some(0xc0de),
+                ..Filter::default()
+            })
+            .unwrap()
+            .remove(0);
+        assert_eq!(row.result, JobResult::Restored);
+        assert_eq!(row.attempts.len(), 2);
+        let first = &row.attempts[0];
+        assert_eq!(first.ended, Some(t(400)));
+        assert_eq!(first.phase_reached.as_deref(), Some("restore"));
+        let f = first.failure.as_ref().unwrap();
+        assert_eq!(
+            (f.phase.as_str(), f.cause.as_deref(), f.number),
+            ("restore", Some(INTERRUPTED), None)
+        );
+        assert_eq!(f.message, INTERRUPTED_MESSAGE);
+        assert!(row.attempts[1].failure.is_none());
+        assert!(matches!(
+            h.interrupt(crashed, t(600)),
+            Err(HistoryError::Ended(_))
+        ));
+        assert!(matches!(
+            h.interrupt(JobKey(i64::MAX), t(600)),
+            Err(HistoryError::UnknownJob(_))
+        ));
+        // An attempt cut short before any phase was kept.
+        let early = h.start_job(&job(0xc0df, t(700))).unwrap();
+        h.start_attempt(early, t(701)).unwrap();
+        assert_eq!(h.interrupt(early, t(702)).unwrap(), [1]);
+        let row = h
+            .query(&Filter {
+                ecid: Some(0xc0df),
+                ..Filter::default()
+            })
+            .unwrap()
+            .remove(0);
+        assert_eq!(row.result, JobResult::Running);
+        let f = row.attempts[0].failure.as_ref().unwrap();
+        assert_eq!(f.phase, UNKNOWN_PHASE);
     }
 
     #[test]

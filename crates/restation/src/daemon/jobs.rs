@@ -17,6 +17,11 @@
 //! the verdict's number (3194 at once, 4014 after two ports). Every attempt is kept in the
 //! history under the one job; the record counts them (`attempts`) and says what comes next
 //! (`next_step`). The station's own errors stop the job without a number.
+//!
+//! Jobs a stopped daemon left unfinished in the history are resumed when it starts again
+//! ([`resume_interrupted`]): the interrupted attempt is ended as such, the IPSW verified again,
+//! the phone awaited by ECID in a mode a plan starts from, and the job goes on as a new attempt
+//! of the same history job.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +42,9 @@ use super::job::{self, JobError, JobEvent, Materials, Phones, WaitError};
 use super::registry::{unix_ms, Entry, Key};
 use super::restoring::{Personalize, PersonalizeError, RestoreEvent};
 use super::Shared;
+
+mod resume;
+pub use resume::resume_interrupted;
 
 /// How long a phone that came back in another mode than the step awaited has to show up in
 /// the awaited one before the wait ends with that mode.
@@ -654,6 +662,7 @@ pub fn start(
         archive,
         ipsw_id,
         kept,
+        attempts_before: 0,
     };
     let first = Start {
         plan,
@@ -1002,6 +1011,9 @@ struct Drive {
     /// The staged IPSW's id in the store (its SHA-256).
     ipsw_id: String,
     kept: Option<(Arc<dyn history::HistoryStore>, history::JobKey)>,
+    /// Attempts the history already holds for this job (a job resumed after a restart goes
+    /// on counting from there).
+    attempts_before: u32,
 }
 
 impl Drive {
@@ -1017,7 +1029,7 @@ impl Drive {
             used: std::collections::HashSet::new(),
         };
         let mut start = first;
-        let mut number = 0u32;
+        let mut number = self.attempts_before;
         let end = loop {
             number += 1;
             self.shared.jobs().update(self.id, |r| r.attempts = number);
@@ -1030,6 +1042,7 @@ impl Drive {
             let mut image_sent = 0u64;
             let speed = start.device.speed();
             let mut meter = super::port_health::Meter::default();
+            let mut kept_phase = None;
             let result = job::run(
                 &start.plan,
                 start.device,
@@ -1046,7 +1059,12 @@ impl Drive {
                 &mut |event| {
                     meter.on_event(&event);
                     count_bytes(metrics, &mut image_sent, &event);
-                    apply(jobs, id, &mut phase, event)
+                    apply(jobs, id, &mut phase, event);
+                    // How far the attempt got, kept as it goes: a crash leaves it readable.
+                    if kept_phase != Some(phase) {
+                        kept_phase = Some(phase);
+                        self.reach_phase(attempt, phase);
+                    }
                 },
             );
             let ended = SystemTime::now();
@@ -1262,6 +1280,14 @@ impl Drive {
             .ok()
     }
 
+    fn reach_phase(&self, attempt: Option<history::AttemptKey>, phase: Phase) {
+        if let (Some((h, _)), Some(attempt)) = (&self.kept, attempt) {
+            if let Err(e) = h.reach_phase(attempt, phase) {
+                tracing::warn!(error = %e, "the job history cannot record the attempt's phase");
+            }
+        }
+    }
+
     fn end_attempt(&self, attempt: Option<history::AttemptKey>, outcome: &history::AttemptOutcome) {
         if let (Some((h, _)), Some(attempt)) = (&self.kept, attempt) {
             if let Err(e) = h.end_attempt(attempt, outcome) {
@@ -1271,64 +1297,74 @@ impl Drive {
     }
 
     fn finish(self, end: End) {
-        let ended = SystemTime::now();
-        let now = unix_ms(ended);
-        let jobs = self.shared.jobs();
-        let kept_end = match &end {
-            End::Restored => {
-                tracing::info!("restored");
-                jobs.update(self.id, |r| {
-                    r.state = JobState::Succeeded;
-                    r.progress = 1.0;
-                    r.ended_ms = Some(now);
-                    r.operator = None;
-                    r.next_step = None;
-                });
-                history::JobEnd::restored(ended)
+        finish(&self.shared, self.id, self.kept.as_ref(), end);
+    }
+}
+
+/// Ends job `id`: its record and, when kept, its history.
+fn finish(
+    shared: &Shared,
+    id: u64,
+    kept: Option<&(Arc<dyn history::HistoryStore>, history::JobKey)>,
+    end: End,
+) {
+    let ended = SystemTime::now();
+    let now = unix_ms(ended);
+    let jobs = shared.jobs();
+    let kept_end = match &end {
+        End::Restored => {
+            tracing::info!("restored");
+            jobs.update(id, |r| {
+                r.state = JobState::Succeeded;
+                r.progress = 1.0;
+                r.ended_ms = Some(now);
+                r.operator = None;
+                r.next_step = None;
+            });
+            history::JobEnd::restored(ended)
+        }
+        End::Station { phase, error } => {
+            tracing::warn!(%error, "restore failed (the station's own error)");
+            jobs.update(id, |r| {
+                r.state = JobState::Failed;
+                r.phase = phase.to_string();
+                r.error = Some(error.clone());
+                r.ended_ms = Some(now);
+                r.next_step = None;
+            });
+            history::JobEnd::station_error(ended, error)
+        }
+        End::Failed {
+            failure,
+            number,
+            error,
+        } => {
+            let entry = restore::failure::explain(*number)
+                .copied()
+                .unwrap_or_else(|| failure.explain());
+            tracing::warn!(number, %error, "restore failed");
+            jobs.update(id, |r| {
+                r.state = JobState::Failed;
+                r.phase = failure.phase.to_string();
+                r.error = Some(error.clone());
+                r.number = Some(*number);
+                r.meaning = Some(entry.meaning.to_string());
+                r.advice = Some(entry.advice.to_string());
+                r.ended_ms = Some(now);
+                r.next_step = None;
+            });
+            history::JobEnd {
+                ended,
+                result: history::JobResult::Failed,
+                number: Some(*number),
+                advice: Some(entry.advice.to_string()),
+                error: Some(error.clone()),
             }
-            End::Station { phase, error } => {
-                tracing::warn!(%error, "restore failed (the station's own error)");
-                jobs.update(self.id, |r| {
-                    r.state = JobState::Failed;
-                    r.phase = phase.to_string();
-                    r.error = Some(error.clone());
-                    r.ended_ms = Some(now);
-                    r.next_step = None;
-                });
-                history::JobEnd::station_error(ended, error)
-            }
-            End::Failed {
-                failure,
-                number,
-                error,
-            } => {
-                let entry = restore::failure::explain(*number)
-                    .copied()
-                    .unwrap_or_else(|| failure.explain());
-                tracing::warn!(number, %error, "restore failed");
-                jobs.update(self.id, |r| {
-                    r.state = JobState::Failed;
-                    r.phase = failure.phase.to_string();
-                    r.error = Some(error.clone());
-                    r.number = Some(*number);
-                    r.meaning = Some(entry.meaning.to_string());
-                    r.advice = Some(entry.advice.to_string());
-                    r.ended_ms = Some(now);
-                    r.next_step = None;
-                });
-                history::JobEnd {
-                    ended,
-                    result: history::JobResult::Failed,
-                    number: Some(*number),
-                    advice: Some(entry.advice.to_string()),
-                    error: Some(error.clone()),
-                }
-            }
-        };
-        if let Some((h, key)) = &self.kept {
-            if let Err(e) = h.end_job(*key, &kept_end) {
-                tracing::warn!(error = %e, "the job history cannot record the end of this job");
-            }
+        }
+    };
+    if let Some((h, key)) = kept {
+        if let Err(e) = h.end_job(*key, &kept_end) {
+            tracing::warn!(error = %e, "the job history cannot record the end of this job");
         }
     }
 }

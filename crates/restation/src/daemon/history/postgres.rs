@@ -17,8 +17,10 @@ use postgres::{Client, NoTls, Row};
 use super::{
     corrupt, ecid_text, ms, speed_text, AttemptKey, AttemptOutcome, AttemptRow, Filter,
     HistoryError, HistoryStore, JobEnd, JobKey, JobResult, JobRow, NewJob, Observation, RawAttempt,
-    RawJob, RawObservation, JOB_COLUMNS, OBSERVATION_COLUMNS, SCHEMA_VERSION,
+    RawJob, RawObservation, INTERRUPTED, INTERRUPTED_MESSAGE, JOB_COLUMNS, OBSERVATION_COLUMNS,
+    SCHEMA_VERSION, UNKNOWN_PHASE,
 };
+use restore::phase::Phase;
 
 /// The advisory lock migrations take (any constant the stations agree on).
 const MIGRATION_LOCK: i64 = 0x7265_7374_6174_696f; // "restatio"
@@ -446,6 +448,67 @@ impl HistoryStore for PgHistory {
         select(&mut self.lock(), "result = 'running'", &[])
     }
 
+    fn unfinished_on(&self, station: Option<&str>) -> Result<Vec<JobRow>, HistoryError> {
+        select(
+            &mut self.lock(),
+            "result = 'running' AND station IS NOT DISTINCT FROM $1::TEXT",
+            &[&station],
+        )
+    }
+
+    fn reach_phase(&self, attempt: AttemptKey, phase: Phase) -> Result<(), HistoryError> {
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE attempts SET phase_reached = $3 WHERE job = $1 AND n = $2 \
+                 AND ended_ms IS NULL",
+                &[&attempt.job.0, &i64::from(attempt.n), &phase.name()],
+            )
+            .map_err(pg("recording the phase an attempt reached"))?;
+        if changed == 0 {
+            return Err(HistoryError::UnknownAttempt(attempt));
+        }
+        Ok(())
+    }
+
+    fn interrupt(&self, job: JobKey, ended: SystemTime) -> Result<Vec<u32>, HistoryError> {
+        let mut client = self.lock();
+        let mut tx = client
+            .transaction()
+            .map_err(pg("ending interrupted attempts"))?;
+        match result_of(&mut tx, job)? {
+            None => return Err(HistoryError::UnknownJob(job)),
+            Some(r) if r != JobResult::Running.as_str() => return Err(HistoryError::Ended(job)),
+            Some(_) => {}
+        }
+        let rows = tx
+            .query(
+                "UPDATE attempts SET ended_ms = $2, \
+                 failure_phase = COALESCE(phase_reached, $3), failure_cause = $4, \
+                 failure_number = NULL, failure_message = $5, evidence = NULL \
+                 WHERE job = $1 AND ended_ms IS NULL RETURNING n",
+                &[
+                    &job.0,
+                    &ms(ended),
+                    &UNKNOWN_PHASE,
+                    &INTERRUPTED,
+                    &INTERRUPTED_MESSAGE,
+                ],
+            )
+            .map_err(pg("ending interrupted attempts"))?;
+        tx.commit().map_err(pg("ending interrupted attempts"))?;
+        let mut ended_attempts = rows
+            .iter()
+            .map(|r| {
+                let n: i64 = r.try_get(0).map_err(pg("ending interrupted attempts"))?;
+                u32::try_from(n)
+                    .map_err(|_| corrupt(job.0, "attempts.n", &n.to_string(), "an attempt number"))
+            })
+            .collect::<Result<Vec<u32>, _>>()?;
+        ended_attempts.sort_unstable();
+        Ok(ended_attempts)
+    }
+
     fn query(&self, filter: &Filter) -> Result<Vec<JobRow>, HistoryError> {
         let since = filter.since.map(ms);
         let until = filter.until.map(ms);
@@ -544,7 +607,7 @@ mod tests {
         super::super::tests::conformance(&store);
         // A reader sees what the writer wrote.
         let reader = PgHistory::connect_read_only(&url).unwrap();
-        assert_eq!(reader.query(&Filter::default()).unwrap().len(), 3);
+        assert_eq!(reader.query(&Filter::default()).unwrap().len(), 5);
         client
             .execute("UPDATE restation_schema SET version = version + 1", &[])
             .unwrap();
