@@ -11,6 +11,8 @@
 //! - `restation ipsw stage` killed in the middle of a larger IPSW: the store lists and
 //!   verifies no broken entry, and staging again succeeds.
 //! - A job whose staged IPSW is corrupted while the daemon is down ends failed with 14.
+//! - A phone still in restore mode when the daemon comes back (its restore ramdisk outlived
+//!   the host) is asked through restored to reboot, comes back and the job resumes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -324,7 +326,7 @@ fn an_ipsw_corrupted_while_the_daemon_was_down_ends_the_resumed_job_with_14() {
 }
 
 #[test]
-fn a_phone_still_in_restore_mode_after_the_restart_is_asked_to_be_restarted() {
+fn a_phone_still_in_restore_mode_after_the_restart_is_rebooted_through_restored_and_resumed() {
     let mut bench = Bench::new("crash-restore-mode", "16M");
     let mut daemon = bench.serve();
     let streaming = bench.restore_until(|u| u["phase"] == "restore");
@@ -332,24 +334,29 @@ fn a_phone_still_in_restore_mode_after_the_restart_is_asked_to_be_restarted() {
     daemon.0.kill().unwrap();
     daemon.0.wait().unwrap();
 
-    // The phone's restore ramdisk outlived the host: it is still in restore mode.
+    // The phone's restore ramdisk outlived the host: it is still in restore mode. The
+    // station asks restored to reboot it (no technician needed), finds it back and resumes.
     let _daemon = bench.serve_as("iPhone14,3:restore");
-    let waiting = poll_until(DEADLINE, "the operator asked for a force restart", || {
-        bench.jobs().into_iter().find(|j| {
-            j["ecid"] == ecid.as_str()
-                && j["operator"]
-                    .as_str()
-                    .is_some_and(|o| o.contains("still in restore mode"))
-        })
+    let job = poll_until(DEADLINE, "the resumed job to end", || {
+        bench
+            .history()
+            .into_iter()
+            .next()
+            .filter(|j| j["result"] != "running")
     });
-    assert_eq!(waiting["state"], "running", "{waiting}");
-    assert_eq!(waiting["attempts"], 1, "{waiting}");
-    let job = bench.history().remove(0);
-    assert_eq!(job["result"], "running", "{job}");
-    assert_eq!(
-        job["attempts"][0]["failure"]["cause"], "interrupted",
-        "{job}"
-    );
+    assert_eq!(job["result"], "restored", "{job}\n{}", bench.logs());
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{job}");
+    assert_eq!(attempts[0]["failure"]["cause"], "interrupted", "{job}");
+    assert!(attempts[1]["failure"].is_null(), "{job}");
+    let logs = bench.logs();
+    assert!(logs.contains("asked restored to reboot"), "{logs}");
+    let api = bench
+        .jobs()
+        .into_iter()
+        .find(|j| j["ecid"] == ecid.as_str())
+        .unwrap();
+    assert_eq!(api["state"], "succeeded", "{api}");
 }
 
 #[test]

@@ -842,13 +842,6 @@ const NO_STRIKE: &str = "the fault does not reach the job with this trigger";
 /// in another mode than planned, 9 (`job.rs`: the IbecBoot wait does not check the recovery
 /// stage the serial string shows).
 const GO_STAGE: &str = "back in iBoot instead of iBEC goes unnoticed";
-/// A failed attempt in restore mode leaves the restore ramdisk running; the job asks restored
-/// to reboot the phone so that the retry finds it in recovery. Where restored itself is what
-/// fails (it refuses, or every transfer in restore mode fails), or the request is lost on a
-/// loaded machine, the phone stays in restore mode and the ladder's "re-enter recovery" waits
-/// for a mode a plan starts from until its deadline: the job ends with the first number
-/// (`jobs.rs`, `next_attempt`: it should ask the operator for a force restart there).
-const STUCK: &str = "the phone is left in restore mode and never re-enters recovery";
 /// Where the daemon does not do what the policy says today, or the case does not strike: what
 /// it does instead and why. A case listed here passes when it matches either the oracle or
 /// this; the table marks it.
@@ -868,80 +861,12 @@ const KNOWN: &[Known] = &[
     known("go:panic", None, NONE, Restored, GO_STAGE),
     known("go:panicx1", None, NONE, Restored, GO_STAGE),
     known(
-        "restore-mode:stall@#40",
-        Some(4013),
-        REENTER,
-        Failed(4013),
-        STUCK,
-    ),
-    known(
-        "restore-mode:stall@#40x1",
-        Some(4013),
-        REENTER,
-        Failed(4013),
-        STUCK,
-    ),
-    known(
-        "restore-mode:io-error@#40",
-        Some(4013),
-        REENTER,
-        Failed(4013),
-        STUCK,
-    ),
-    known(
-        "restore-mode:io-error@#40x1",
-        Some(4013),
-        REENTER,
-        Failed(4013),
-        STUCK,
-    ),
-    known(
-        "restore-mode:timeout",
-        Some(4013),
-        REENTER,
-        Failed(4013),
-        STUCK,
-    ),
-    known(
         "restore-mode:timeout@#40x1",
         None,
         NONE,
         Restored,
         NO_STRIKE,
     ),
-    known(
-        "restore-mode:timeout@#40x1",
-        Some(4013),
-        REENTER,
-        Failed(4013),
-        STUCK,
-    ),
-    known(
-        "restored:stall@2KiB",
-        Some(4013),
-        REENTER,
-        Failed(4013),
-        STUCK,
-    ),
-    known(
-        "restored:io-error@2KiB",
-        Some(4013),
-        REENTER,
-        Failed(4013),
-        STUCK,
-    ),
-    known(
-        "restored:timeout@2KiB",
-        Some(4013),
-        REENTER,
-        Failed(4013),
-        STUCK,
-    ),
-    known("restored:corrupt", Some(4013), REENTER, Failed(4013), STUCK),
-    known("restored:refuse", Some(4013), REENTER, Failed(4013), STUCK),
-    known("asr:stall@50%", Some(4013), REENTER, Failed(4013), STUCK),
-    known("asr:io-error@50%", Some(4013), REENTER, Failed(4013), STUCK),
-    known("asr:timeout@50%", Some(4013), REENTER, Failed(4013), STUCK),
 ];
 
 /// What one run showed.
@@ -1256,6 +1181,14 @@ fn run(world: &World, index: usize, spec: &FaultSpec, start: Start) -> Seen {
                 new.mode_state_mut().1.faults = old.core().faults.clone();
                 hub.plug(port, new).unwrap();
                 seen.acted.push("put in DFU");
+            }
+        } else if prompt.contains("force-restart it") {
+            let now = clock.now();
+            if hub
+                .with_phone(port, |p| p.force_restart(now, Duration::from_millis(300)))
+                .is_some()
+            {
+                seen.acted.push("force restart");
             }
         } else if prompt.contains("move the phone to another port") {
             let to = (port + 1) % PORTS;

@@ -641,6 +641,22 @@ impl Phone {
         self.schedule_arrival(Mode::Dfu(DfuStage::SecureRom), now + after);
     }
 
+    /// The technician's force restart: the phone leaves the bus (whatever it was doing) and
+    /// boots `after` later: into recovery when a restore was under way (the restore ramdisk
+    /// has wiped what iOS it had), else to its boot target. A phone off the bus is left alone.
+    pub fn force_restart(&mut self, now: Instant, after: Duration) {
+        if !self.on_bus {
+            return;
+        }
+        let into = match self.mode {
+            Mode::Restore => Mode::Recovery(RecoveryStage::Iboot),
+            _ => self.core.boot_target(),
+        };
+        self.timers.clear();
+        self.leave();
+        self.schedule_arrival(into, now + after);
+    }
+
     /// The next bus event.
     pub fn poll_event(&mut self) -> Option<PhoneEvent> {
         self.events.pop_front()
@@ -1159,6 +1175,22 @@ mod tests {
         p.unplug();
         p.enter_dfu(now, Duration::ZERO);
         assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_force_restart_takes_a_phone_out_of_restore_mode_into_recovery() {
+        let (mut p, now) = phone(Mode::Restore, "");
+        p.plug(now);
+        p.force_restart(now, Duration::from_millis(500));
+        assert!(!p.is_on_bus());
+        p.handle_timeout(now + Duration::from_millis(500));
+        assert_eq!(p.mode(), Mode::Recovery(RecoveryStage::Iboot));
+        // From iOS it boots iOS again.
+        let (mut p, now) = phone(Mode::Normal, "");
+        p.plug(now);
+        p.force_restart(now, Duration::ZERO);
+        p.handle_timeout(now);
+        assert_eq!(p.mode(), Mode::Normal);
     }
 
     #[test]

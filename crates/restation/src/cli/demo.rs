@@ -626,6 +626,13 @@ impl Technician {
                 "technician: put the phone on port {here} in DFU mode"
             ));
         }
+        if prompt.contains("force-restart it") {
+            let now = hub.clock().now();
+            hub.with_phone(at, |phone| phone.force_restart(now, TECHNICIAN))?;
+            return Some(format!(
+                "technician: force-restarted the phone on port {here}"
+            ));
+        }
         if prompt.contains("move the phone") {
             let Some(free) = (0..hub.port_count())
                 .find(|i| !visited.contains(i) && hub.with_phone(*i, |_| ()).is_none())

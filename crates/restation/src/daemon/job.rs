@@ -311,6 +311,13 @@ fn observe(dev: &mut dyn UsbDevice, source: &mut StagedSource<'_>) -> Result<(),
     Ok(())
 }
 
+/// Asks the restore ramdisk on `dev` to reboot the phone (it comes back in recovery).
+pub fn reboot_restore_mode(dev: Box<dyn UsbDevice>) -> Result<(), JobError> {
+    let mut pump = Pump::open(dev)?;
+    restoring::reboot(&mut pump)?;
+    Ok(())
+}
+
 /// Refuses an enumeration below high speed before anything is sent over it
 /// ([`JobError::LinkSpeed`]): every iPhone is a high-speed device.
 fn check_link(dev: &dyn UsbDevice, phase: Phase) -> Result<(), JobError> {

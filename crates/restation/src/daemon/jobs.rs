@@ -1193,7 +1193,14 @@ impl Drive {
                 }
             };
             self.shared.jobs().update(self.id, |r| r.operator = prompt);
-            let found = phones.wait_for_start(self.target.ecid, awaiting, not_on.as_ref(), within);
+            let mut found =
+                phones.wait_for_start(self.target.ecid, awaiting, not_on.as_ref(), within);
+            if matches!(
+                (&found, awaiting),
+                (Err(WaitError::Deadline { .. }), Awaiting::Start)
+            ) {
+                found = self.not_back(phones, &port);
+            }
             self.shared.jobs().update(self.id, |r| r.operator = None);
             let found = found.map_err(|e| {
                 stop(
@@ -1203,6 +1210,50 @@ impl Drive {
             })?;
             return self.prepare(found);
         }
+    }
+
+    /// The phone's enumeration when it is on the bus in restore mode.
+    fn in_restore_mode(&self) -> Option<usb::DeviceId> {
+        self.shared
+            .registry()
+            .get(&Key::Ecid(self.target.ecid))
+            .filter(|e| e.present && e.mode == Mode::Restore)
+            .and_then(|e| e.device)
+    }
+
+    /// The phone did not come back in a mode a plan starts from after a failed attempt. Still
+    /// in the restore ramdisk (restored could not be asked to reboot it then): restored is
+    /// asked again. Otherwise, or when restored does not answer (a phone whose restore
+    /// ramdisk cannot even be identified is not on the registry at all), the operator is
+    /// asked for a force restart, and the wait goes on for the operator's deadline.
+    fn not_back(
+        &self,
+        phones: &mut RegistryPhones,
+        port: &usb::PortPath,
+    ) -> Result<Found, WaitError> {
+        let deadlines = &self.ctx.deadlines;
+        if let Some(device) = self.in_restore_mode() {
+            match leave_restore_mode(&self.shared, &self.ctx, device) {
+                Ok(()) => {
+                    tracing::info!("the phone sat in restore mode: asked restored to reboot it");
+                    return phones.wait_for_start(
+                        self.target.ecid,
+                        Awaiting::Start,
+                        None,
+                        deadlines.enter_recovery,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the phone sits in restore mode and restored does not answer");
+                }
+            }
+        }
+        tracing::warn!("the phone did not come back: asking for a force restart");
+        let line = force_restart_prompt(self.target.product_type.as_deref(), Some(port));
+        self.shared
+            .jobs()
+            .update(self.id, |r| r.operator = Some(line));
+        phones.wait_for_start(self.target.ecid, Awaiting::Start, None, deadlines.operator)
     }
 
     /// The next attempt's plan from the mode the phone is in now, its personalization and
@@ -1370,6 +1421,41 @@ fn finish(
 }
 
 /// What the operator does to put the phone in DFU mode, for its model when known.
+/// The operator's line for a phone that did not come back after a failed attempt (it sits in
+/// the restore ramdisk, or does not answer at all): a force restart brings it back in
+/// recovery.
+fn force_restart_prompt(product_type: Option<&str>, port: Option<&usb::PortPath>) -> String {
+    let generation = product_type
+        .and_then(|p| p.strip_prefix("iPhone"))
+        .and_then(|p| p.split(',').next())
+        .and_then(|major| major.parse::<u32>().ok());
+    let how = match generation {
+        Some(g) if g >= 10 => {
+            "press and release Volume Up, press and release Volume Down, then hold the Side \
+             button until the screen goes dark"
+        }
+        Some(9) => "hold the Side button and Volume Down together until the screen goes dark",
+        Some(_) => "hold the Home button and the Side (or Top) button until the screen goes dark",
+        None => "force-restart it with this model's button sequence",
+    };
+    let port = port.map(|p| format!(" on port {p}")).unwrap_or_default();
+    format!(
+        "the phone{port} did not come back in recovery (stuck in restore mode or not \
+         answering): force-restart it: {how}; it comes back in recovery and the restore goes on"
+    )
+}
+
+/// Takes over the phone's enumeration `device` in restore mode and asks restored to reboot
+/// it (it comes back in recovery).
+fn leave_restore_mode(
+    shared: &Shared,
+    ctx: &JobContext,
+    device: usb::DeviceId,
+) -> Result<(), String> {
+    let dev = take_over(shared, ctx, device)?;
+    job::reboot_restore_mode(dev).map_err(|e| e.to_string())
+}
+
 fn dfu_prompt(product_type: Option<&str>, port: &usb::PortPath) -> String {
     // iPhone8,x and older have a Home button; iPhone9,x (iPhone 7) uses volume down; the
     // iPhone 8 and later (iPhone10,x on) use the volume-up, volume-down, side sequence.

@@ -14,9 +14,9 @@
 //!    store ends it as the station's own error (no number), saying so;
 //! 2. waits, on registry events and at most the operator deadline, for the phone with the
 //!    job's ECID in a mode a plan starts from (normal, recovery, DFU), identified. A phone
-//!    still in restore mode (its restore ramdisk outlived the host) cannot be taken back from
-//!    there: the operator line asks for a force restart, after which an interrupted restore
-//!    comes back in recovery;
+//!    still in restore mode (its restore ramdisk outlived the host) is asked, through
+//!    restored, to reboot (it comes back in recovery); when restored does not answer, the
+//!    operator line asks for a force restart;
 //! 3. runs the job on from there as a new attempt of the same history job, through the
 //!    normal retry ladder, the attempt count going on from the history's.
 
@@ -285,8 +285,8 @@ fn firmware(root: &std::path::Path, row: &history::JobRow) -> Result<Firmware, E
 enum Seen {
     /// In a mode a plan starts from, identified.
     Ready,
-    /// In restore mode.
-    Restoring,
+    /// In restore mode, at this enumeration.
+    Restoring(usb::DeviceId),
 }
 
 /// Waits (registry events, the operator deadline) for the phone in a mode a plan starts
@@ -321,7 +321,7 @@ fn phone(
                     } else if matches!(e.mode, Mode::Restore | Mode::RestoreOrMacDfu)
                         && !told_restore
                     {
-                        Some(Seen::Restoring)
+                        e.device.map(Seen::Restoring)
                     } else {
                         None
                     }
@@ -331,12 +331,21 @@ fn phone(
         });
         match seen {
             Err(_) => return Err(never()),
-            Ok(Seen::Restoring) => {
+            Ok(Seen::Restoring(device)) => {
                 told_restore = true;
-                tracing::info!("the phone is still in restore mode: asking for a force restart");
-                shared
-                    .jobs()
-                    .update(id, |r| r.operator = Some(restore_mode_line(row)));
+                // The restore ramdisk outlived the host: ask it to reboot the phone; if it
+                // does not answer, the operator forces a restart.
+                match super::leave_restore_mode(shared, ctx, device) {
+                    Ok(()) => tracing::info!(
+                        "the phone is still in restore mode: asked restored to reboot it"
+                    ),
+                    Err(e) => {
+                        tracing::info!(error = %e, "the phone is still in restore mode and restored does not answer: asking for a force restart");
+                        shared
+                            .jobs()
+                            .update(id, |r| r.operator = Some(restore_mode_line(row)));
+                    }
+                }
             }
             Ok(Seen::Ready) => break,
         }
