@@ -515,6 +515,24 @@ impl<R: ?Sized> MemberReader<'_, R> {
     }
 }
 
+impl<R: ReadAt + ?Sized> MemberReader<'_, R> {
+    /// Skips up to `n` bytes; how many were skipped (fewer only at the member's end). A
+    /// stored member (an IPSW's OS image is stored) moves its position without reading; a
+    /// deflated one inflates what it skips.
+    pub fn skip(&mut self, n: u64) -> std::io::Result<u64> {
+        let n = n.min(self.left);
+        match &mut self.inner {
+            Inner::Stored(w) => {
+                let n = n.min(w.end.saturating_sub(w.pos));
+                w.pos += n;
+                self.left -= n;
+                Ok(n)
+            }
+            Inner::Deflated(_) => std::io::copy(&mut self.by_ref().take(n), &mut std::io::sink()),
+        }
+    }
+}
+
 impl<R: ReadAt + ?Sized> Read for MemberReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let want = usize::try_from(self.left)
@@ -561,6 +579,38 @@ mod tests {
             "a..b/c",
         ] {
             assert!(is_safe_name(good), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn skip_seeks_a_stored_member_and_inflates_a_deflated_one() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, method) in [
+            ("stored", zip::CompressionMethod::Stored),
+            ("deflated", zip::CompressionMethod::Deflated),
+        ] {
+            let options = zip::write::SimpleFileOptions::default().compression_method(method);
+            zip.start_file(name, options).expect("start");
+            zip.write_all(&data).expect("write");
+        }
+        let bytes = zip.finish().expect("finish").into_inner();
+        let archive = Archive::read(bytes.as_slice(), bytes.len() as u64, Path::new("t.zip"))
+            .expect("archive");
+        for name in ["stored", "deflated"] {
+            let mut r = archive
+                .member_reader(bytes.as_slice(), name)
+                .expect("reader");
+            assert_eq!(r.skip(150_001).expect("skip"), 150_001, "{name}");
+            let mut rest = Vec::new();
+            r.read_to_end(&mut rest).expect("rest");
+            assert_eq!(rest, data[150_001..], "{name}");
+            let mut r = archive
+                .member_reader(bytes.as_slice(), name)
+                .expect("reader");
+            assert_eq!(r.skip(1 << 40).expect("skip"), data.len() as u64, "{name}");
+            assert_eq!(r.remaining(), 0, "{name}");
         }
     }
 

@@ -14,7 +14,7 @@
 //! leaves. Transfers are charged to the hub's [`Clock`] at the link rate (virtual time moves;
 //! real time is waited out only with [`crate::clock::RealClock`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -56,6 +56,42 @@ struct Slot {
     phone: Option<Phone>,
     full_speed_cable: bool,
     current: Option<Present>,
+    /// When the bytes the phone has ready for bulk IN may reach the host (real clocks): the
+    /// phone answers a bulk OUT as soon as it is handed over, but its answer cannot come back
+    /// before that transfer's end on the link. In order: so many bytes, ready at.
+    in_marks: VecDeque<(usize, Instant)>,
+}
+
+impl Slot {
+    /// Stamps the bulk IN bytes the phone produced since the last stamp as ready at `ready`.
+    fn mark_in(&mut self, ready: Instant) {
+        let pending = self.phone.as_mut().map_or(0, Phone::in_pending);
+        let marked: usize = self.in_marks.iter().map(|m| m.0).sum();
+        if pending < marked {
+            // Read or dropped some other way (a mode change): stamps no longer line up.
+            self.in_marks.clear();
+        } else if pending > marked {
+            self.in_marks.push_back((pending - marked, ready));
+        }
+    }
+
+    /// Takes `bytes` off the stamps: when the last of them was ready (`None`: unstamped).
+    fn take_in(&mut self, mut bytes: usize) -> Option<Instant> {
+        let mut ready = None;
+        while bytes > 0 {
+            let Some(front) = self.in_marks.front_mut() else {
+                break;
+            };
+            ready = Some(ready.map_or(front.1, |r: Instant| r.max(front.1)));
+            if front.0 > bytes {
+                front.0 -= bytes;
+                break;
+            }
+            bytes -= front.0;
+            self.in_marks.pop_front();
+        }
+        ready
+    }
 }
 
 struct Port {
@@ -210,6 +246,7 @@ impl VirtualHub {
             .map(|path| Port {
                 path,
                 slot: Mutex::new(Slot {
+                    in_marks: VecDeque::new(),
                     phone: None,
                     full_speed_cable: false,
                     current: None,
@@ -267,6 +304,7 @@ impl VirtualHub {
         phone.set_cable_full_speed(slot.full_speed_cable);
         phone.plug(self.inner.clock.now());
         slot.phone = Some(phone);
+        slot.in_marks.clear();
         self.inner.drain(index, &mut slot);
         Ok(())
     }
@@ -280,6 +318,7 @@ impl VirtualHub {
         }
         self.inner.drain(index, &mut slot);
         port.changed.notify_all();
+        slot.in_marks.clear();
         Ok(slot.phone.take())
     }
 
@@ -302,6 +341,7 @@ impl VirtualHub {
         phone.set_cable_full_speed(slot.full_speed_cable);
         phone.replug(self.inner.clock.now());
         slot.phone = Some(phone);
+        slot.in_marks.clear();
         self.inner.drain(to, &mut slot);
         target.changed.notify_all();
         Ok(true)
@@ -512,40 +552,24 @@ impl SimDevice {
             .ports
             .get(self.index)
             .ok_or_else(|| UsbError::new(ErrorKind::NoDevice, op.clone()))?;
-        let wait_for_data =
-            matches!(op, Operation::BulkIn { .. }) && !self.inner.clock.is_virtual();
+        let bulk_in = matches!(op, Operation::BulkIn { .. });
+        let real = !self.inner.clock.is_virtual();
         let deadline = Instant::now() + timeout;
         let started = self.inner.clock.now();
         let mut waited = false;
-        let answer = {
+        let (result, end) = {
             let mut slot = lock(&port.slot);
-            loop {
+            let (answer, moved) = loop {
                 let now = self.inner.clock.now();
-                let answer = match slot.phone.as_mut() {
-                    Some(phone) => {
-                        phone.handle_timeout(now);
-                        if phone.is_on_bus() && phone.generation() == self.generation {
-                            f(phone, now)
-                        } else {
-                            Answer {
-                                result: Err(ErrorKind::NoDevice),
-                                took: Duration::ZERO,
-                            }
-                        }
-                    }
-                    None => Answer {
-                        result: Err(ErrorKind::NoDevice),
-                        took: Duration::ZERO,
-                    },
-                };
+                let (answer, moved) = self.attempt(&mut slot, now, &mut f);
                 self.inner.drain(self.index, &mut slot);
                 let timed_out = matches!(answer.result, Err(ErrorKind::Timeout));
-                if !(timed_out && matches!(op, Operation::BulkIn { .. })) {
+                if !(timed_out && bulk_in) {
                     port.changed.notify_all();
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
-                if !(wait_for_data && timed_out) || left.is_zero() {
-                    break answer;
+                if !(real && bulk_in && timed_out) || left.is_zero() {
+                    break (answer, moved);
                 }
                 waited = true;
                 // Woken by a transfer or timer on this port, or at the deadline. The timer
@@ -556,29 +580,149 @@ impl SimDevice {
                     .wait_timeout(slot, left)
                     .map(|(guard, _)| guard)
                     .unwrap_or_else(|e| e.into_inner().0);
-            }
-        };
-        let took = match answer.result {
-            Err(ErrorKind::Timeout) if waited => answer.took,
-            Err(ErrorKind::Timeout) => answer.took + timeout,
-            _ => answer.took,
-        };
-        if self.inner.clock.is_virtual() {
-            self.inner.clock.advance(took);
-        } else {
-            // Real time: the transfer occupies the link from when it started (or from when the
-            // link was free) for `took`. A phone works (hashes, decompresses) while its bus
-            // moves bytes, so its own processing is inside that time, not added to it.
-            let end = {
-                let mut free = lock(&port.link_free);
-                let start = free.map_or(started, |f| f.max(started));
-                let end = start + took;
-                *free = Some(end);
-                end
             };
-            self.inner.clock.advance_to(end);
+            if !real {
+                let took = match answer.result {
+                    Err(ErrorKind::Timeout) if waited => answer.took,
+                    Err(ErrorKind::Timeout) => answer.took + timeout,
+                    _ => answer.took,
+                };
+                drop(slot);
+                self.inner.clock.advance(took);
+                return answer.result.map_err(|kind| UsbError::new(kind, op));
+            }
+            let turnaround = slot
+                .phone
+                .as_ref()
+                .map_or(Duration::ZERO, Phone::turnaround);
+            let mut free = lock(&port.link_free);
+            let end = match (&answer.result, bulk_in) {
+                (Ok(_), true) => {
+                    // The read was on the link before the bytes came (or they were ready when
+                    // it started); it completes when they may have reached the host. A read
+                    // that was pending costs no turnaround, and its few bytes ride along the
+                    // queued transfers rather than waiting behind them.
+                    let ready = slot.take_in(moved).unwrap_or(started);
+                    let wire = answer.took.saturating_sub(turnaround);
+                    let fixed = if waited { Duration::ZERO } else { turnaround };
+                    let end = started.max(ready) + fixed + wire;
+                    *free = Some(match *free {
+                        Some(f) if f > end => f + wire,
+                        _ => end,
+                    });
+                    end
+                }
+                (Err(_), true) if waited || answer.took.is_zero() => self.inner.clock.now(),
+                _ => {
+                    // Real time: the transfer occupies the link from when it started (or from
+                    // when the link was free) for `took`. A phone works (hashes,
+                    // decompresses) while its bus moves bytes, so its own processing is
+                    // inside that time, not added to it.
+                    let took = match answer.result {
+                        Err(ErrorKind::Timeout) => answer.took + timeout,
+                        _ => answer.took,
+                    };
+                    let end = free.map_or(started, |f| f.max(started)) + took;
+                    *free = Some(end);
+                    end
+                }
+            };
+            drop(free);
+            if matches!(op, Operation::BulkOut { .. }) {
+                slot.mark_in(end);
+            }
+            (answer.result, end)
+        };
+        self.inner.clock.advance_to(end);
+        result.map_err(|kind| UsbError::new(kind, op))
+    }
+
+    /// One call of `f` on this enumeration's phone (after its due timers): the answer and the
+    /// bytes it moved.
+    fn attempt<T>(
+        &self,
+        slot: &mut Slot,
+        now: Instant,
+        f: &mut impl FnMut(&mut Phone, Instant) -> Answer<T>,
+    ) -> (Answer<T>, usize) {
+        match slot.phone.as_mut() {
+            Some(phone) => {
+                phone.handle_timeout(now);
+                if phone.is_on_bus() && phone.generation() == self.generation {
+                    let before = phone.bytes_moved();
+                    let answer = f(phone, now);
+                    let moved = phone.bytes_moved().saturating_sub(before);
+                    (answer, usize::try_from(moved).unwrap_or(usize::MAX))
+                } else {
+                    (
+                        Answer {
+                            result: Err(ErrorKind::NoDevice),
+                            took: Duration::ZERO,
+                        },
+                        0,
+                    )
+                }
+            }
+            None => (
+                Answer {
+                    result: Err(ErrorKind::NoDevice),
+                    took: Duration::ZERO,
+                },
+                0,
+            ),
         }
-        answer.result.map_err(|kind| UsbError::new(kind, op))
+    }
+
+    /// Hands one queued bulk OUT transfer to the phone now; when it ends on the link. Queued
+    /// behind a transfer still on the link, it starts when that one ends, with no turnaround.
+    fn submit_out(&self, endpoint: u8, data: &[u8]) -> (Result<usize, UsbError>, Instant) {
+        let op = Operation::BulkOut {
+            endpoint,
+            length: data.len(),
+        };
+        let Some(port) = self.inner.ports.get(self.index) else {
+            return (
+                Err(UsbError::new(ErrorKind::NoDevice, op)),
+                self.inner.clock.now(),
+            );
+        };
+        let mut slot = lock(&port.slot);
+        let now = self.inner.clock.now();
+        let (answer, _) = self.attempt(&mut slot, now, &mut |phone, now| match phone
+            .transfer(Transfer::BulkOut { endpoint, data }, now)
+        {
+            Answer {
+                result: Ok(Completion::Out { written }),
+                took,
+            } => Answer {
+                result: Ok(written),
+                took,
+            },
+            Answer { result, took } => Answer {
+                result: result.and(Err(ErrorKind::Other)),
+                took,
+            },
+        });
+        self.inner.drain(self.index, &mut slot);
+        port.changed.notify_all();
+        let end = if self.inner.clock.is_virtual() {
+            self.inner.clock.advance(answer.took);
+            self.inner.clock.now()
+        } else {
+            let turnaround = slot
+                .phone
+                .as_ref()
+                .map_or(Duration::ZERO, Phone::turnaround);
+            let mut free = lock(&port.link_free);
+            let end = match *free {
+                Some(f) if f > now => f + answer.took.saturating_sub(turnaround),
+                _ => now + answer.took,
+            };
+            *free = Some(end);
+            end
+        };
+        slot.mark_in(end);
+        (answer.result.map_err(|kind| UsbError::new(kind, op)), end)
     }
 
     fn perform(&self, transfer: Transfer<'_>, timeout: Duration) -> Result<Completion, UsbError> {
@@ -743,6 +887,15 @@ impl UsbDevice for SimDevice {
         }))
     }
 
+    fn bulk_out_queue(&mut self, endpoint: u8) -> Option<Box<dyn usb::BulkOutQueue>> {
+        Some(Box::new(SimOutQueue {
+            device: self.handle(),
+            endpoint,
+            in_flight: VecDeque::new(),
+            failed: None,
+        }))
+    }
+
     fn bulk_in(
         &mut self,
         endpoint: u8,
@@ -781,6 +934,77 @@ impl UsbDevice for SimDevice {
     }
 }
 
+/// How many bulk OUT transfers a [`SimOutQueue`] keeps in flight at most.
+pub const OUT_QUEUE_LIMIT: usize = 8;
+
+/// Bulk OUT transfers queued on a virtual phone's endpoint: each is handed to the phone when
+/// submitted and ends on the link right after the one before it (no turnaround), as a
+/// host controller runs queued URBs.
+struct SimOutQueue {
+    device: SimDevice,
+    endpoint: u8,
+    /// Transfers not reaped yet: when each ends on the link, and its result.
+    in_flight: VecDeque<(Instant, Result<usize, UsbError>)>,
+    /// The first failure not reported yet.
+    failed: Option<UsbError>,
+}
+
+impl SimOutQueue {
+    /// Reaps the transfers that have ended by now.
+    fn retire(&mut self) {
+        let now = self.device.inner.clock.now();
+        while let Some((end, _)) = self.in_flight.front() {
+            if *end > now {
+                break;
+            }
+            if let Some((_, Err(e))) = self.in_flight.pop_front() {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+
+    fn report(&mut self) -> Result<(), UsbError> {
+        self.failed.take().map_or(Ok(()), Err)
+    }
+}
+
+impl usb::BulkOutQueue for SimOutQueue {
+    fn endpoint(&self) -> u8 {
+        self.endpoint
+    }
+
+    fn submit(&mut self, data: Vec<u8>, _timeout: Duration) -> Result<(), UsbError> {
+        self.retire();
+        while self.in_flight.len() >= OUT_QUEUE_LIMIT {
+            if let Some((end, _)) = self.in_flight.front() {
+                self.device.inner.clock.advance_to(*end);
+            }
+            self.retire();
+        }
+        self.report()?;
+        let answer = self.device.submit_out(self.endpoint, &data);
+        self.in_flight.push_back((answer.1, answer.0));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), UsbError> {
+        if let Some((end, _)) = self.in_flight.back() {
+            self.device.inner.clock.advance_to(*end);
+        }
+        self.retire();
+        self.report()
+    }
+
+    fn in_flight(&mut self) -> usize {
+        self.retire();
+        self.in_flight.len()
+    }
+
+    fn limit(&self) -> usize {
+        OUT_QUEUE_LIMIT
+    }
+}
+
 /// A bulk IN endpoint of a virtual phone read from another thread (real clock only).
 struct SimPipe {
     device: SimDevice,
@@ -812,6 +1036,100 @@ mod tests {
         // The watch lives as long as the hub in these tests.
         std::mem::forget(watch);
         rx
+    }
+
+    #[test]
+    fn queued_transfers_follow_each_other_on_the_link_without_turnaround() {
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::RealClock);
+        let hub = VirtualHub::new(1, Arc::clone(&clock));
+        let profile = Profile::for_product_type("iPhone14,3", 7).unwrap();
+        let options = Options {
+            start: Mode::Recovery(RecoveryStage::Iboot),
+            ..Options::default()
+        };
+        // A full-speed cable (1 MB/s): each transfer's link time dwarfs the phone's work on it,
+        // even in a debug build, so the next one is always queued before the last one ends.
+        hub.set_cable_full_speed(0, true).unwrap();
+        hub.plug(0, Phone::new(profile, options, clock.now()))
+            .unwrap();
+        let id = hub.devices().unwrap()[0].id;
+        let generation = hub.with_phone(0, |p| p.generation()).unwrap();
+        let turnaround = hub.with_phone(0, |p| p.turnaround()).unwrap();
+        let mut dev = hub.open(id).unwrap();
+        dev.claim_interface(0).unwrap();
+        let sim = SimDevice {
+            inner: Arc::clone(&hub.inner),
+            index: 0,
+            generation,
+            descriptor: dev.device_descriptor().clone(),
+            configs: dev.configurations().to_vec(),
+            speed: dev.speed(),
+            path: hub.port_path(0).unwrap().clone(),
+        };
+        // 40 000 bytes take 40 ms at 1 MB/s: the second and third are queued long before the
+        // first ends, so each ends exactly its bytes' time after the one before.
+        let chunk = vec![0x5A; 40_000];
+        let bytes_time = Duration::from_millis(40);
+        let before = clock.now();
+        let (first, e1) = sim.submit_out(0x04, &chunk);
+        let (second, e2) = sim.submit_out(0x04, &chunk);
+        let (third, e3) = sim.submit_out(0x04, &chunk);
+        assert_eq!(
+            (first.unwrap(), second.unwrap(), third.unwrap()),
+            (40_000, 40_000, 40_000)
+        );
+        assert!(
+            e1 >= before + turnaround + bytes_time,
+            "the first pays the turnaround"
+        );
+        assert_eq!(e2 - e1, bytes_time);
+        assert_eq!(e3 - e2, bytes_time);
+        // A blocking transfer after the queue drained pays the turnaround again.
+        clock.advance_to(e3);
+        let started = clock.now();
+        dev.bulk_out(0x04, &chunk, Duration::from_secs(1)).unwrap();
+        assert!(clock.now() >= started + turnaround + bytes_time);
+        // Through the trait: the queue reports every transfer done once flushed.
+        let mut queue = dev.bulk_out_queue(0x04).unwrap();
+        for _ in 0..(OUT_QUEUE_LIMIT + 2) {
+            queue.submit(vec![1; 1000], Duration::from_secs(1)).unwrap();
+        }
+        assert!(queue.in_flight() <= OUT_QUEUE_LIMIT);
+        queue.flush().unwrap();
+        assert_eq!(queue.in_flight(), 0);
+        // A transfer to a phone that left fails, and the queue says so at the next call.
+        hub.unplug(0).unwrap();
+        queue.submit(vec![1; 1000], Duration::from_secs(1)).unwrap();
+        assert_eq!(queue.flush().unwrap_err().kind(), ErrorKind::NoDevice);
+    }
+
+    #[test]
+    fn bulk_in_stamps_are_taken_in_order() {
+        let t0 = Instant::now();
+        let (t1, t2) = (t0 + Duration::from_millis(1), t0 + Duration::from_millis(2));
+        let mut slot = Slot {
+            phone: None,
+            full_speed_cable: false,
+            current: None,
+            in_marks: VecDeque::from([(10, t1), (5, t2)]),
+        };
+        assert_eq!(slot.take_in(4), Some(t1));
+        assert_eq!(
+            slot.take_in(8),
+            Some(t2),
+            "the read reaches into the second stamp"
+        );
+        assert_eq!(slot.in_marks, VecDeque::from([(3, t2)]));
+        assert_eq!(slot.take_in(100), Some(t2));
+        assert_eq!(
+            slot.take_in(1),
+            None,
+            "bytes nobody stamped are ready at once"
+        );
+        // With no phone nothing is pending: the stamps no longer line up and are dropped.
+        slot.in_marks.push_back((7, t1));
+        slot.mark_in(t2);
+        assert!(slot.in_marks.is_empty());
     }
 
     #[test]

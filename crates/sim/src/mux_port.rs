@@ -93,6 +93,12 @@ impl MuxPort {
         self.outgoing.is_empty()
     }
 
+    /// Bytes queued for bulk IN (every packet the mux has to send, pulled out of it).
+    pub fn pending_in(&mut self) -> usize {
+        self.flushed();
+        self.outgoing.iter().map(Vec::len).sum()
+    }
+
     /// The next mux event (`Accepted`, `Readable`, ...).
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front().or_else(|| self.device.poll_event())

@@ -602,6 +602,11 @@ pub(crate) fn request_names(payload: &[u8]) -> Vec<String> {
 }
 
 impl ModeHandler for NormalMode {
+    fn in_pending(&mut self) -> usize {
+        self.flush();
+        self.mux.pending_in()
+    }
+
     fn touches(&self, _core: &Core, transfer: &Transfer<'_>) -> Touches {
         let mut points = vec![Point::Normal];
         if let Transfer::BulkOut {

@@ -391,6 +391,10 @@ pub trait ModeHandler {
     }
     /// Runs due timers.
     fn handle_timeout(&mut self, _core: &mut Core, _now: Instant) {}
+    /// Bytes a bulk IN read would find ready now (the mux packets the mode has to send).
+    fn in_pending(&mut self) -> usize {
+        0
+    }
 }
 
 /// The state of the current mode.
@@ -773,19 +777,36 @@ impl Phone {
         }
     }
 
+    /// The fixed cost of one transfer on this link: the host's turnaround between a transfer
+    /// it waited for and the next one it submits (one microframe at high speed, one frame
+    /// below). A transfer queued behind another one does not pay it: the host controller
+    /// moves straight on, and a bulk IN read that was pending when the data came does not
+    /// hold the link either.
+    pub fn turnaround(&self) -> Duration {
+        if self.speed == Speed::High {
+            Duration::from_micros(125)
+        } else {
+            Duration::from_millis(1)
+        }
+    }
+
+    /// Bytes a bulk IN read would find ready now (the mux packets of a normal or restore
+    /// mode phone; 0 in the modes that answer on the control endpoint).
+    pub fn in_pending(&mut self) -> usize {
+        if !self.on_bus {
+            return 0;
+        }
+        self.state.handler().in_pending()
+    }
+
     /// The rate a transfer at these points moves at: the link speed, capped by `slow` faults.
     fn duration(&self, bytes: usize, slow: Option<u64>) -> Duration {
         let mut rate = link_rate(self.speed);
         if let Some(cap) = slow {
             rate = rate.min(cap.max(1));
         }
-        let overhead = if self.speed == Speed::High {
-            Duration::from_micros(125)
-        } else {
-            Duration::from_millis(1)
-        };
         let nanos = (bytes as u128 * 1_000_000_000) / u128::from(rate);
-        overhead + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        self.turnaround() + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// Answers one transfer at `now`.

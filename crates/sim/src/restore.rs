@@ -645,6 +645,11 @@ pub fn hardware_info(p: &Profile) -> Dictionary {
 }
 
 impl ModeHandler for RestoreMode {
+    fn in_pending(&mut self) -> usize {
+        self.flush();
+        self.mux.pending_in()
+    }
+
     fn touches(&self, core: &Core, transfer: &Transfer<'_>) -> Touches {
         let mut points = vec![Point::RestoreMode];
         let mut span = None;

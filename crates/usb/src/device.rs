@@ -73,6 +73,34 @@ pub trait BulkInPipe: Send {
     fn read(&mut self, length: usize, timeout: Duration) -> Result<Vec<u8>, UsbError>;
 }
 
+/// Bulk OUT transfers queued on one endpoint (see [`UsbDevice::bulk_out_queue`]): the host
+/// controller runs them back to back in the order submitted, so the link does not wait for
+/// software between two of them, as it does between two blocking [`UsbDevice::bulk_out`]
+/// calls. This is how usbmuxd keeps a phone's link busy (asynchronous URBs).
+///
+/// A failed transfer is reported by the next [`BulkOutQueue::submit`] or
+/// [`BulkOutQueue::flush`] (once); the transfers queued behind it may still have run, so the
+/// caller treats the link as broken. Dropping the queue cancels what has not completed and
+/// waits for the cancellations.
+pub trait BulkOutQueue: Send {
+    /// The endpoint written.
+    fn endpoint(&self) -> u8;
+
+    /// Queues `data` as one transfer behind those already queued and returns as soon as it
+    /// is queued (waiting only while [`BulkOutQueue::limit`] transfers are in flight). Empty
+    /// `data` queues a zero-length packet. `timeout` counts from when the transfer starts.
+    fn submit(&mut self, data: Vec<u8>, timeout: Duration) -> Result<(), UsbError>;
+
+    /// Waits until every queued transfer has completed.
+    fn flush(&mut self) -> Result<(), UsbError>;
+
+    /// Transfers submitted that have not completed yet.
+    fn in_flight(&mut self) -> usize;
+
+    /// At most this many transfers are in flight at once.
+    fn limit(&self) -> usize;
+}
+
 /// An opened USB device.
 ///
 /// Calls are **blocking** and take a timeout, like libusb's synchronous API: a driver runs one
@@ -150,6 +178,15 @@ pub trait UsbDevice: Send {
     /// cannot read from another thread; the caller then reads with [`UsbDevice::bulk_in`]
     /// between its writes.
     fn bulk_in_pipe(&mut self, endpoint: u8) -> Option<Box<dyn BulkInPipe>> {
+        let _ = endpoint;
+        None
+    }
+
+    /// A queue of bulk OUT transfers on `endpoint` that the host controller runs back to back
+    /// (see [`BulkOutQueue`]), usable from another thread while this handle goes on with
+    /// other requests. `None` when the backend has no such queue; the caller then writes with
+    /// [`UsbDevice::bulk_out`].
+    fn bulk_out_queue(&mut self, endpoint: u8) -> Option<Box<dyn BulkOutQueue>> {
         let _ = endpoint;
         None
     }

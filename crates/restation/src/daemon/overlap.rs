@@ -5,8 +5,10 @@
 //! acknowledgements are read while data goes out.
 //!
 //! [`Overlapped::bulk_out`] returns once the transfer is queued (at most [`DEPTH`] wait), as
-//! an asynchronous URB submission does; a failed transfer is reported by the next call. Every
-//! other request runs on the writer thread in order with the queued transfers, so a control
+//! an asynchronous URB submission does; a failed transfer is reported by the next call. The
+//! writer hands the transfers to the backend's queue ([`usb::BulkOutQueue`]) when it has one,
+//! so the host controller runs them back to back with no turnaround between two. Every other
+//! request runs on the writer thread after the queued transfers have completed, so a control
 //! request never overtakes data sent before it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -156,6 +158,15 @@ fn write_loop(
     rx: &channel::Receiver<Command>,
     failed: &Mutex<Option<UsbError>>,
 ) {
+    let fail = |e: UsbError| {
+        failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(e);
+    };
+    // Bulk OUT goes through the backend's queue when it has one, so the host controller
+    // runs the transfers back to back; otherwise one blocking write after another.
+    let mut queue: Option<Box<dyn usb::BulkOutQueue>> = None;
     for command in rx {
         match command {
             Command::Out {
@@ -171,14 +182,34 @@ fn write_loop(
                 if broken {
                     continue;
                 }
-                if let Err(e) = dev.bulk_out(endpoint, &data, timeout) {
-                    *failed
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                if queue.as_ref().is_some_and(|q| q.endpoint() != endpoint) {
+                    if let Some(Err(e)) = queue.take().map(|mut q| q.flush()) {
+                        fail(e);
+                        continue;
+                    }
+                }
+                if queue.is_none() {
+                    queue = dev.bulk_out_queue(endpoint);
+                }
+                let result = match queue.as_mut() {
+                    Some(q) => q.submit(data, timeout),
+                    None => dev.bulk_out(endpoint, &data, timeout).map(drop),
+                };
+                if let Err(e) = result {
+                    fail(e);
                 }
             }
-            Command::Call(f) => f(&mut *dev),
+            Command::Call(f) => {
+                // A request never overtakes data queued before it.
+                if let Some(Err(e)) = queue.as_mut().map(|q| q.flush()) {
+                    fail(e);
+                }
+                f(&mut *dev)
+            }
         }
+    }
+    if let Some(Err(e)) = queue.as_mut().map(|q| q.flush()) {
+        fail(e);
     }
 }
 

@@ -555,9 +555,16 @@ impl DataSource for StagedSource<'_> {
             what: format!("OS image bytes {offset}+{length}"),
             reason,
         };
-        let mut image = self.image()?;
-        std::io::copy(&mut image.by_ref().take(offset), &mut std::io::sink())
+        let member = self.member_of("OS")?;
+        let mut image = self
+            .archive
+            .member_reader(self.file, member)
             .map_err(|e| err(e.to_string()))?;
+        // ASR asks for ranges near the image's end: a stored image (as Apple's are) seeks
+        // there instead of reading gigabytes through.
+        if image.skip(offset).map_err(|e| err(e.to_string()))? != offset {
+            return Err(err("the image ends before it".into()));
+        }
         let mut out = Vec::with_capacity(usize::try_from(length).unwrap_or(0).min(1 << 20));
         image
             .take(length)
