@@ -359,6 +359,16 @@ pub struct UploadError {
 }
 
 impl UploadError {
+    /// The same failure, placed at an earlier transfer (a queued one that failed while later
+    /// ones were being queued).
+    fn at(self, (step, offset): (Option<UploadStep>, u64)) -> Self {
+        Self {
+            step: step.unwrap_or(self.step),
+            offset,
+            ..self
+        }
+    }
+
     /// The USB error kind, if a transfer failed.
     pub fn usb_kind(&self) -> Option<ErrorKind> {
         match &self.cause {
@@ -882,18 +892,123 @@ pub fn drive_upload_cancellable(
     progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<Progress, RecoveryError> {
     upload.start(clock.now());
+    let mut queued = Queued::default();
     loop {
         match upload.poll_at(clock.now()) {
             UploadAction::Transfer { transfer, timeout } => {
                 let before = upload.progress().sent;
-                upload.handle_at(transfer.perform(device, timeout), clock.now())?;
+                let step = upload.current_step();
+                let result = match transfer {
+                    Transfer::BulkOut { endpoint, data } => {
+                        queued.write(device, endpoint, data, timeout, (step, before))
+                    }
+                    // Any other request waits for the queued chunks.
+                    _ => queued
+                        .flush()
+                        .map_err(|(e, at)| (e, Some(at)))
+                        .and_then(|()| transfer.perform(device, timeout).map_err(|e| (e, None))),
+                };
+                match result {
+                    Ok(completion) => upload.handle_at(Ok(completion), clock.now())?,
+                    Err((e, at)) => {
+                        upload
+                            .handle_at(Err(e), clock.now())
+                            .map_err(|error| match at {
+                                Some(at) => error.at(at),
+                                None => error,
+                            })?
+                    }
+                }
                 if upload.progress().sent != before && progress(upload.progress()).is_break() {
                     upload.cancel();
                 }
             }
-            UploadAction::Finished(p) => return Ok(p),
+            UploadAction::Finished(p) => {
+                // Finished once the device has taken the last queued chunk.
+                if let Err((e, at)) = queued.flush() {
+                    return Err(RecoveryError::Upload(
+                        UploadError {
+                            step: UploadStep::ZeroLengthPacket,
+                            offset: p.sent,
+                            cause: UploadCause::Usb(e),
+                        }
+                        .at(at),
+                    ));
+                }
+                return Ok(p);
+            }
             UploadAction::Failed(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Where a queued transfer was in the upload: its step and the bytes taken before it.
+type Place = (Option<UploadStep>, u64);
+
+/// The upload's bulk transfers, through the backend's queue when it has one so that the host
+/// controller runs the chunks back to back. A chunk counts as sent once queued; a queued
+/// chunk's failure comes back with a later transfer (or the flush at the end) and is
+/// reported at its own step and offset.
+#[derive(Default)]
+struct Queued {
+    queue: Option<Box<dyn usb::BulkOutQueue>>,
+    /// The place of each transfer submitted on `queue`, by its index there.
+    places: Vec<Place>,
+}
+
+impl Queued {
+    /// Writes one bulk transfer: queued when the backend can, else at once.
+    fn write(
+        &mut self,
+        device: &mut dyn UsbDevice,
+        endpoint: u8,
+        data: &[u8],
+        timeout: Duration,
+        place: Place,
+    ) -> Result<Completion, (UsbError, Option<Place>)> {
+        if self
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.endpoint() != endpoint)
+        {
+            self.flush().map_err(|(e, at)| (e, Some(at)))?;
+        }
+        if self.queue.is_none() {
+            self.queue = device.bulk_out_queue(endpoint);
+            self.places.clear();
+        }
+        let Some(queue) = self.queue.as_mut() else {
+            return device
+                .bulk_out(endpoint, data, timeout)
+                .map(|written| Completion::Out { written })
+                .map_err(|e| (e, None));
+        };
+        self.places.push(place);
+        match queue.submit(data.to_vec(), timeout) {
+            Ok(()) => Ok(Completion::Out {
+                written: data.len(),
+            }),
+            Err(failure) => Err(self.failed(failure)),
+        }
+    }
+
+    /// Waits for the queued transfers and ends the queue.
+    fn flush(&mut self) -> Result<(), (UsbError, Place)> {
+        let Some(mut queue) = self.queue.take() else {
+            return Ok(());
+        };
+        queue.flush().map_err(|failure| {
+            let (e, place) = self.failed(failure);
+            (e, place.unwrap_or((None, 0)))
+        })
+    }
+
+    fn failed(&self, failure: usb::QueuedFailure) -> (UsbError, Option<Place>) {
+        let place = usize::try_from(failure.index)
+            .ok()
+            .and_then(|i| self.places.get(i))
+            .copied();
+        (failure.error, place)
     }
 }
 

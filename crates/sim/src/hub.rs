@@ -675,7 +675,12 @@ impl SimDevice {
 
     /// Hands one queued bulk OUT transfer to the phone now; when it ends on the link. Queued
     /// behind a transfer still on the link, it starts when that one ends, with no turnaround.
-    fn submit_out(&self, endpoint: u8, data: &[u8]) -> (Result<usize, UsbError>, Instant) {
+    fn submit_out(
+        &self,
+        endpoint: u8,
+        data: &[u8],
+        timeout: Duration,
+    ) -> (Result<usize, UsbError>, Instant) {
         let op = Operation::BulkOut {
             endpoint,
             length: data.len(),
@@ -688,7 +693,7 @@ impl SimDevice {
         };
         let mut slot = lock(&port.slot);
         let now = self.inner.clock.now();
-        let (answer, _) = self.attempt(&mut slot, now, &mut |phone, now| match phone
+        let (mut answer, _) = self.attempt(&mut slot, now, &mut |phone, now| match phone
             .transfer(Transfer::BulkOut { endpoint, data }, now)
         {
             Answer {
@@ -705,6 +710,10 @@ impl SimDevice {
         });
         self.inner.drain(self.index, &mut slot);
         port.changed.notify_all();
+        // A transfer the phone does not take holds the link until its timeout.
+        if matches!(answer.result, Err(ErrorKind::Timeout)) {
+            answer.took += timeout;
+        }
         let end = if self.inner.clock.is_virtual() {
             self.inner.clock.advance(answer.took);
             self.inner.clock.now()
@@ -891,6 +900,7 @@ impl UsbDevice for SimDevice {
         Some(Box::new(SimOutQueue {
             device: self.handle(),
             endpoint,
+            submitted: 0,
             in_flight: VecDeque::new(),
             failed: None,
         }))
@@ -943,27 +953,30 @@ pub const OUT_QUEUE_LIMIT: usize = 8;
 struct SimOutQueue {
     device: SimDevice,
     endpoint: u8,
-    /// Transfers not reaped yet: when each ends on the link, and its result.
-    in_flight: VecDeque<(Instant, Result<usize, UsbError>)>,
+    /// Transfers submitted so far.
+    submitted: u64,
+    /// Transfers not reaped yet: their index, when each ends on the link, and its result.
+    in_flight: VecDeque<(u64, Instant, Result<usize, UsbError>)>,
     /// The first failure not reported yet.
-    failed: Option<UsbError>,
+    failed: Option<usb::QueuedFailure>,
 }
 
 impl SimOutQueue {
     /// Reaps the transfers that have ended by now.
     fn retire(&mut self) {
         let now = self.device.inner.clock.now();
-        while let Some((end, _)) = self.in_flight.front() {
+        while let Some((_, end, _)) = self.in_flight.front() {
             if *end > now {
                 break;
             }
-            if let Some((_, Err(e))) = self.in_flight.pop_front() {
-                self.failed.get_or_insert(e);
+            if let Some((index, _, Err(error))) = self.in_flight.pop_front() {
+                self.failed
+                    .get_or_insert(usb::QueuedFailure { index, error });
             }
         }
     }
 
-    fn report(&mut self) -> Result<(), UsbError> {
+    fn report(&mut self) -> Result<(), usb::QueuedFailure> {
         self.failed.take().map_or(Ok(()), Err)
     }
 }
@@ -973,24 +986,43 @@ impl usb::BulkOutQueue for SimOutQueue {
         self.endpoint
     }
 
-    fn submit(&mut self, data: Vec<u8>, _timeout: Duration) -> Result<(), UsbError> {
+    fn submit(&mut self, data: Vec<u8>, timeout: Duration) -> Result<(), usb::QueuedFailure> {
         self.retire();
         while self.in_flight.len() >= OUT_QUEUE_LIMIT {
-            if let Some((end, _)) = self.in_flight.front() {
+            if let Some((_, end, _)) = self.in_flight.front() {
                 self.device.inner.clock.advance_to(*end);
             }
             self.retire();
         }
+        // Behind a transfer that failed nothing more reaches the phone: the host learns of
+        // the failure when that transfer ends (a timeout: after waiting it out) and stops.
+        if let Some(end) = self
+            .in_flight
+            .iter()
+            .find(|(_, _, r)| r.is_err())
+            .map(|(_, end, _)| *end)
+        {
+            self.device.inner.clock.advance_to(end);
+            self.retire();
+        }
         self.report()?;
-        let answer = self.device.submit_out(self.endpoint, &data);
-        self.in_flight.push_back((answer.1, answer.0));
-        Ok(())
+        let (result, end) = self.device.submit_out(self.endpoint, &data, timeout);
+        self.in_flight.push_back((self.submitted, end, result));
+        self.submitted += 1;
+        // A transfer that failed at once (the phone is gone) is said at once.
+        self.retire();
+        self.report()
     }
 
-    fn flush(&mut self) -> Result<(), UsbError> {
-        if let Some((end, _)) = self.in_flight.back() {
+    fn flush(&mut self) -> Result<(), usb::QueuedFailure> {
+        if let Some((_, end, _)) = self.in_flight.back() {
             self.device.inner.clock.advance_to(*end);
         }
+        self.retire();
+        self.report()
+    }
+
+    fn check(&mut self) -> Result<(), usb::QueuedFailure> {
         self.retire();
         self.report()
     }
@@ -1071,9 +1103,9 @@ mod tests {
         let chunk = vec![0x5A; 40_000];
         let bytes_time = Duration::from_millis(40);
         let before = clock.now();
-        let (first, e1) = sim.submit_out(0x04, &chunk);
-        let (second, e2) = sim.submit_out(0x04, &chunk);
-        let (third, e3) = sim.submit_out(0x04, &chunk);
+        let (first, e1) = sim.submit_out(0x04, &chunk, Duration::from_secs(1));
+        let (second, e2) = sim.submit_out(0x04, &chunk, Duration::from_secs(1));
+        let (third, e3) = sim.submit_out(0x04, &chunk, Duration::from_secs(1));
         assert_eq!(
             (first.unwrap(), second.unwrap(), third.unwrap()),
             (40_000, 40_000, 40_000)
@@ -1097,10 +1129,17 @@ mod tests {
         assert!(queue.in_flight() <= OUT_QUEUE_LIMIT);
         queue.flush().unwrap();
         assert_eq!(queue.in_flight(), 0);
-        // A transfer to a phone that left fails, and the queue says so at the next call.
+        // A transfer to a phone that left fails, and the queue says so at once.
         hub.unplug(0).unwrap();
-        queue.submit(vec![1; 1000], Duration::from_secs(1)).unwrap();
-        assert_eq!(queue.flush().unwrap_err().kind(), ErrorKind::NoDevice);
+        let failure = queue
+            .submit(vec![1; 1000], Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(failure.error.kind(), ErrorKind::NoDevice);
+        assert_eq!(
+            failure.index,
+            OUT_QUEUE_LIMIT as u64 + 2,
+            "it names the transfer"
+        );
     }
 
     #[test]

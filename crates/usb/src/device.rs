@@ -79,9 +79,21 @@ pub trait BulkInPipe: Send {
 /// calls. This is how usbmuxd keeps a phone's link busy (asynchronous URBs).
 ///
 /// A failed transfer is reported by the next [`BulkOutQueue::submit`] or
-/// [`BulkOutQueue::flush`] (once); the transfers queued behind it may still have run, so the
-/// caller treats the link as broken. Dropping the queue cancels what has not completed and
+/// [`BulkOutQueue::flush`] (once, as a [`QueuedFailure`] naming it); the transfers queued
+/// behind it may still have run, so the caller treats the link as broken. Dropping the queue cancels what has not completed and
 /// waits for the cancellations.
+/// A queued transfer that failed: which one (counted from 0 in the order submitted on its
+/// queue) and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("queued transfer {index}: {error}")]
+pub struct QueuedFailure {
+    /// Its place in the queue's submissions.
+    pub index: u64,
+    /// What went wrong.
+    #[source]
+    pub error: UsbError,
+}
+
 pub trait BulkOutQueue: Send {
     /// The endpoint written.
     fn endpoint(&self) -> u8;
@@ -89,10 +101,15 @@ pub trait BulkOutQueue: Send {
     /// Queues `data` as one transfer behind those already queued and returns as soon as it
     /// is queued (waiting only while [`BulkOutQueue::limit`] transfers are in flight). Empty
     /// `data` queues a zero-length packet. `timeout` counts from when the transfer starts.
-    fn submit(&mut self, data: Vec<u8>, timeout: Duration) -> Result<(), UsbError>;
+    fn submit(&mut self, data: Vec<u8>, timeout: Duration) -> Result<(), QueuedFailure>;
 
     /// Waits until every queued transfer has completed.
-    fn flush(&mut self) -> Result<(), UsbError>;
+    fn flush(&mut self) -> Result<(), QueuedFailure>;
+
+    /// Reaps the transfers that have completed, without waiting, and reports a failure
+    /// among them: a driver waiting for something else (the phone's answer) calls it to
+    /// learn that its data never went out.
+    fn check(&mut self) -> Result<(), QueuedFailure>;
 
     /// Transfers submitted that have not completed yet.
     fn in_flight(&mut self) -> usize;

@@ -81,7 +81,7 @@ pub use descriptor::{
     descriptor_type, AltSetting, ConfigurationDescriptor, DescriptorError, DescriptorKind,
     DeviceDescriptor, EndpointDescriptor, Interface, RawDescriptors, TransferType,
 };
-pub use device::{BulkInPipe, BulkOutQueue, Speed, UsbDevice};
+pub use device::{BulkInPipe, BulkOutQueue, QueuedFailure, Speed, UsbDevice};
 pub use error::{ErrorKind, Operation, RawCode, UsbError};
 pub use mux::{mux_configuration, MuxConfiguration, MUX_INTERFACE_CLASS};
 pub use port::{PortPath, PortPathError, PortPathProblem};

@@ -24,6 +24,8 @@ use usb::{
 
 /// Transfers queued ahead of the one on the wire.
 pub const DEPTH: usize = 4;
+/// How often the writer looks at its queued transfers while it waits for a command.
+const CHECK_EVERY: Duration = Duration::from_millis(5);
 /// How long the reader waits in one read before checking whether to stop.
 const PIPE_TIMEOUT: Duration = Duration::from_millis(50);
 
@@ -167,7 +169,27 @@ fn write_loop(
     // Bulk OUT goes through the backend's queue when it has one, so the host controller
     // runs the transfers back to back; otherwise one blocking write after another.
     let mut queue: Option<Box<dyn usb::BulkOutQueue>> = None;
-    for command in rx {
+    loop {
+        // While transfers are in flight, look at them every few milliseconds between
+        // commands: a failure must reach the driver even when it only waits for the phone.
+        let busy = queue.as_mut().is_some_and(|q| q.in_flight() > 0);
+        let command = if busy {
+            match rx.recv_timeout(CHECK_EVERY) {
+                Ok(command) => command,
+                Err(channel::RecvTimeoutError::Timeout) => {
+                    if let Some(Err(e)) = queue.as_mut().map(|q| q.check()) {
+                        fail(e.error);
+                    }
+                    continue;
+                }
+                Err(channel::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            }
+        };
         match command {
             Command::Out {
                 endpoint,
@@ -184,7 +206,7 @@ fn write_loop(
                 }
                 if queue.as_ref().is_some_and(|q| q.endpoint() != endpoint) {
                     if let Some(Err(e)) = queue.take().map(|mut q| q.flush()) {
-                        fail(e);
+                        fail(e.error);
                         continue;
                     }
                 }
@@ -192,7 +214,7 @@ fn write_loop(
                     queue = dev.bulk_out_queue(endpoint);
                 }
                 let result = match queue.as_mut() {
-                    Some(q) => q.submit(data, timeout),
+                    Some(q) => q.submit(data, timeout).map_err(|e| e.error),
                     None => dev.bulk_out(endpoint, &data, timeout).map(drop),
                 };
                 if let Err(e) = result {
@@ -202,14 +224,14 @@ fn write_loop(
             Command::Call(f) => {
                 // A request never overtakes data queued before it.
                 if let Some(Err(e)) = queue.as_mut().map(|q| q.flush()) {
-                    fail(e);
+                    fail(e.error);
                 }
                 f(&mut *dev)
             }
         }
     }
     if let Some(Err(e)) = queue.as_mut().map(|q| q.flush()) {
-        fail(e);
+        fail(e.error);
     }
 }
 

@@ -105,6 +105,8 @@ pub fn packet_size(w_max_packet_size: u16) -> usize {
 /// A blocking usbmux driver over one opened phone: the handshake, then connections.
 pub struct Pump {
     dev: Box<dyn UsbDevice>,
+    /// The backend's bulk OUT queue, when it has one: packets go out back to back.
+    queue: Option<Box<dyn usb::BulkOutQueue>>,
     link: Link,
     interface: u8,
     ep_out: u8,
@@ -141,8 +143,10 @@ impl Pump {
             dev.set_configuration(mux.configuration)?;
         }
         dev.claim_interface(mux.interface)?;
+        let queue = dev.bulk_out_queue(mux.endpoint_out);
         let mut pump = Pump {
             dev,
+            queue,
             link: Link::with_config(
                 usbmux::Config {
                     max_packet: packet_size(mux.out_max_packet_size),
@@ -178,13 +182,29 @@ impl Pump {
     fn release(&mut self) {
         if !self.released {
             self.released = true;
+            // What is queued goes out before the interface is let go.
+            if let Some(mut queue) = self.queue.take() {
+                let _ = queue.flush();
+            }
             let _ = self.dev.release_interface(self.interface);
         }
     }
 
     fn write(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+        let zlp = usbmux::needs_zlp(packet.len(), self.max_packet);
+        if let Some(queue) = self.queue.as_mut() {
+            queue
+                .submit(packet.to_vec(), WRITE_TIMEOUT)
+                .map_err(|f| f.error)?;
+            if zlp {
+                queue
+                    .submit(Vec::new(), WRITE_TIMEOUT)
+                    .map_err(|f| f.error)?;
+            }
+            return Ok(());
+        }
         self.dev.bulk_out(self.ep_out, packet, WRITE_TIMEOUT)?;
-        if usbmux::needs_zlp(packet.len(), self.max_packet) {
+        if zlp {
             self.dev.bulk_out(self.ep_out, &[], WRITE_TIMEOUT)?;
         }
         Ok(())
@@ -217,6 +237,9 @@ impl Pump {
     /// Writes what is queued, reads once (short timeout), collects events.
     fn step(&mut self) -> Result<(), SessionError> {
         self.flush()?;
+        if let Some(queue) = self.queue.as_mut() {
+            queue.check().map_err(|f| f.error)?;
+        }
         match self.dev.bulk_in(self.ep_in, READ_SIZE, POLL) {
             Ok(bytes) => self.input(&bytes)?,
             Err(e) if e.kind() == ErrorKind::Timeout => self.timers(),

@@ -240,6 +240,13 @@ impl UsbDevice for RusbDevice {
         }))
     }
 
+    fn bulk_out_queue(&mut self, endpoint: u8) -> Option<Box<dyn crate::BulkOutQueue>> {
+        Some(Box::new(super::queue::RusbOutQueue::new(
+            Arc::clone(&self.handle),
+            endpoint,
+        )))
+    }
+
     fn bulk_in(
         &mut self,
         endpoint: u8,

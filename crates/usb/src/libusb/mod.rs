@@ -40,6 +40,7 @@ mod convert;
 mod device;
 mod hotplug;
 mod open;
+mod queue;
 mod reader;
 mod watch;
 
