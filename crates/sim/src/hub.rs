@@ -600,14 +600,17 @@ impl SimDevice {
                 (Ok(_), true) => {
                     // The read was on the link before the bytes came (or they were ready when
                     // it started); it completes when they may have reached the host. A read
-                    // that was pending costs no turnaround, and its few bytes ride along the
-                    // queued transfers rather than waiting behind them.
+                    // that was pending (issued before its bytes were ready on the link, even
+                    // if the phone made them earlier) costs no turnaround, and its few bytes
+                    // ride along the queued transfers rather than waiting behind them.
                     let ready = slot.take_in(moved).unwrap_or(started);
                     let wire = answer.took.saturating_sub(turnaround);
-                    let fixed = if waited { Duration::ZERO } else { turnaround };
-                    let end = started.max(ready) + fixed + wire;
+                    let pending = waited || ready > started;
+                    let fixed = if pending { Duration::ZERO } else { turnaround };
+                    let on_wire = started.max(ready) + fixed;
+                    let end = on_wire + wire;
                     *free = Some(match *free {
-                        Some(f) if f > end => f + wire,
+                        Some(f) if f > on_wire => f + wire,
                         _ => end,
                     });
                     end
