@@ -26,6 +26,9 @@ pub const LIMIT: usize = 8;
 /// by its own timeout; this only bounds how long a wait sits inside libusb).
 const EVENT_WAIT: Duration = Duration::from_millis(500);
 
+/// Consecutive failures of libusb's event handling after which a wait gives its transfer up.
+const GIVE_UP_AFTER: u32 = 50;
+
 /// One submitted transfer: the libusb transfer, the buffer it reads from and the flag its
 /// callback sets. Boxed, so the flag's address (the callback's `user_data`) never moves.
 struct Pending {
@@ -122,6 +125,22 @@ impl RusbOutQueue {
                     // SAFETY: the transfer is submitted and not yet reaped.
                     unsafe { ffi::libusb_cancel_transfer(front.transfer.as_ptr()) };
                 }
+                if errors >= GIVE_UP_AFTER {
+                    // libusb still owns the transfer and its buffer: they are leaked rather
+                    // than freed under it, and the transfer counts as failed.
+                    if let Some(pending) = self.in_flight.pop_front() {
+                        let error = UsbError::new(ErrorKind::Io, self.op(pending.length))
+                            .with_raw(RawCode::Libusb(rc));
+                        self.failed.get_or_insert(QueuedFailure {
+                            index: pending.index,
+                            error,
+                        });
+                        std::mem::forget(pending);
+                    }
+                    errors = 0;
+                }
+            } else {
+                errors = 0;
             }
         }
     }
