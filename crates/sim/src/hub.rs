@@ -1034,10 +1034,6 @@ impl usb::BulkOutQueue for SimOutQueue {
         self.retire();
         self.in_flight.len()
     }
-
-    fn limit(&self) -> usize {
-        OUT_QUEUE_LIMIT
-    }
 }
 
 /// A bulk IN endpoint of a virtual phone read from another thread (real clock only).

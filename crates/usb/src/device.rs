@@ -73,15 +73,6 @@ pub trait BulkInPipe: Send {
     fn read(&mut self, length: usize, timeout: Duration) -> Result<Vec<u8>, UsbError>;
 }
 
-/// Bulk OUT transfers queued on one endpoint (see [`UsbDevice::bulk_out_queue`]): the host
-/// controller runs them back to back in the order submitted, so the link does not wait for
-/// software between two of them, as it does between two blocking [`UsbDevice::bulk_out`]
-/// calls. This is how usbmuxd keeps a phone's link busy (asynchronous URBs).
-///
-/// A failed transfer is reported by the next [`BulkOutQueue::submit`] or
-/// [`BulkOutQueue::flush`] (once, as a [`QueuedFailure`] naming it); the transfers queued
-/// behind it may still have run, so the caller treats the link as broken. Dropping the queue cancels what has not completed and
-/// waits for the cancellations.
 /// A queued transfer that failed: which one (counted from 0 in the order submitted on its
 /// queue) and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -94,12 +85,21 @@ pub struct QueuedFailure {
     pub error: UsbError,
 }
 
+/// Bulk OUT transfers queued on one endpoint (see [`UsbDevice::bulk_out_queue`]): the host
+/// controller runs them back to back in the order submitted, so the link does not wait for
+/// software between two of them, as it does between two blocking [`UsbDevice::bulk_out`]
+/// calls. This is how usbmuxd keeps a phone's link busy (asynchronous URBs).
+///
+/// A failed transfer is reported by the next [`BulkOutQueue::submit`] or
+/// [`BulkOutQueue::flush`] (once, as a [`QueuedFailure`] naming it); the transfers queued
+/// behind it may still have run, so the caller treats the link as broken. Dropping the
+/// queue cancels what has not completed and waits for the cancellations.
 pub trait BulkOutQueue: Send {
     /// The endpoint written.
     fn endpoint(&self) -> u8;
 
     /// Queues `data` as one transfer behind those already queued and returns as soon as it
-    /// is queued (waiting only while [`BulkOutQueue::limit`] transfers are in flight). Empty
+    /// is queued (waiting only while the backend's limit of transfers is in flight). Empty
     /// `data` queues a zero-length packet. `timeout` counts from when the transfer starts.
     fn submit(&mut self, data: Vec<u8>, timeout: Duration) -> Result<(), QueuedFailure>;
 
@@ -113,9 +113,6 @@ pub trait BulkOutQueue: Send {
 
     /// Transfers submitted that have not completed yet.
     fn in_flight(&mut self) -> usize;
-
-    /// At most this many transfers are in flight at once.
-    fn limit(&self) -> usize;
 }
 
 /// An opened USB device.

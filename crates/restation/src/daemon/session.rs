@@ -190,12 +190,10 @@ impl Pump {
         }
     }
 
-    fn write(&mut self, packet: &[u8]) -> Result<(), SessionError> {
+    fn write(&mut self, packet: Vec<u8>) -> Result<(), SessionError> {
         let zlp = usbmux::needs_zlp(packet.len(), self.max_packet);
         if let Some(queue) = self.queue.as_mut() {
-            queue
-                .submit(packet.to_vec(), WRITE_TIMEOUT)
-                .map_err(|f| f.error)?;
+            queue.submit(packet, WRITE_TIMEOUT).map_err(|f| f.error)?;
             if zlp {
                 queue
                     .submit(Vec::new(), WRITE_TIMEOUT)
@@ -203,7 +201,7 @@ impl Pump {
             }
             return Ok(());
         }
-        self.dev.bulk_out(self.ep_out, packet, WRITE_TIMEOUT)?;
+        self.dev.bulk_out(self.ep_out, &packet, WRITE_TIMEOUT)?;
         if zlp {
             self.dev.bulk_out(self.ep_out, &[], WRITE_TIMEOUT)?;
         }
@@ -212,7 +210,7 @@ impl Pump {
 
     fn flush(&mut self) -> Result<(), SessionError> {
         while let Some(packet) = self.link.poll_transmit() {
-            self.write(&packet)?;
+            self.write(packet)?;
         }
         Ok(())
     }

@@ -280,10 +280,6 @@ impl BulkOutQueue for RusbOutQueue {
         self.retire();
         self.in_flight.len()
     }
-
-    fn limit(&self) -> usize {
-        LIMIT
-    }
 }
 
 impl Drop for RusbOutQueue {
