@@ -350,6 +350,52 @@ fn failures_and_missing_completions_replay_as_errors() {
     assert_eq!(err.kind(), ErrorKind::Timeout);
 }
 
+/// A bulk read that its timeout unlinked after bytes came: libusb returns those bytes, so the
+/// replay does too; one unlinked empty stays a timeout, and another failure with bytes stays
+/// that failure.
+#[test]
+fn a_read_unlinked_after_bytes_came_returned_them() {
+    let read = |id: u64, event: EventType, status: i32, data: &[u8]| Record {
+        id,
+        event,
+        xfer_type: XferType::Bulk,
+        endpoint: 0x85,
+        device: 3,
+        bus: 1,
+        setup: None,
+        timestamp: Duration::from_millis(id),
+        status,
+        length: if event == EventType::Submit {
+            65536
+        } else {
+            data.len() as u32
+        },
+        data: data.to_vec(),
+        interval: 0,
+        start_frame: 0,
+        xfer_flags: 0,
+        ndesc: 0,
+    };
+    let records = [
+        read(1, EventType::Submit, -115, &[]),
+        read(1, EventType::Complete, -2, b"syn-ack"),
+        read(2, EventType::Submit, -115, &[]),
+        read(2, EventType::Complete, -104, &[]),
+        read(3, EventType::Submit, -115, &[]),
+        read(3, EventType::Complete, -32, b"stalled"),
+    ];
+    let c = Conversation::from_records(&records);
+    let outcomes: Vec<&Outcome> = c[0].exchanges.iter().map(|e| &e.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            &Outcome::In(b"syn-ack".to_vec()),
+            &Outcome::Failed(ErrorKind::Timeout),
+            &Outcome::Failed(ErrorKind::Pipe),
+        ]
+    );
+}
+
 fn record_strategy() -> impl Strategy<Value = Record> {
     (
         any::<u64>(),

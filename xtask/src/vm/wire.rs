@@ -500,7 +500,9 @@ fn mux_packets(c: &Capture) -> Vec<MuxPacket> {
         }
         match (r.event, r.is_in()) {
             (EventType::Submit, false) => to_dev.push(&r.data, true, &mut out),
-            (EventType::Complete, true) if r.status == 0 || r.status == -121 => {
+            // A read that timed out or was cancelled after bytes came still hands them to the
+            // program (libusb returns them with its timeout), so they are part of the stream.
+            (EventType::Complete, true) if matches!(r.status, 0 | -121 | -2 | -104) => {
                 to_host.push(&r.data, false, &mut out)
             }
             _ => {}
@@ -869,5 +871,24 @@ mod tests {
         assert!(v.text.contains("(1 of 5 steps differ)"), "{}", v.text);
         // the same capture against itself: nothing to report
         assert!(compare_mux("usbmuxd", &usbmuxd, &usbmuxd).pass);
+    }
+
+    #[test]
+    fn bytes_of_a_read_that_timed_out_are_part_of_the_stream() {
+        let usbmuxd = fixture("wire-lockdown-usbmuxd");
+        let mut late = usbmuxd.records.clone();
+        // the SYN/ACK arrives as the read's timeout cancels it: the URB ends unlinked (-ENOENT)
+        // with its bytes, and libusb hands them over
+        let syn_ack = late
+            .iter_mut()
+            .find(|r| r.event == EventType::Complete && r.is_in() && !r.data.is_empty())
+            .unwrap();
+        syn_ack.status = -2;
+        let late = Capture {
+            records: late,
+            ..fixture("wire-lockdown-usbmuxd")
+        };
+        let v = compare_mux("usbmuxd", &usbmuxd, &late);
+        assert!(v.pass, "{}", v.text);
     }
 }
