@@ -73,11 +73,7 @@ fn scan(backend: &dyn UsbBackend) -> anyhow::Result<Vec<Entry>> {
     for info in backend.devices().context("enumerating USB devices")? {
         let id = info.id;
         if let Arrival::Identify { ticket, mode } = registry.arrived(info) {
-            let result = backend
-                .open(id)
-                .map_err(identify::IdentifyError::Usb)
-                .and_then(|dev| identify::identify(dev, mode))
-                .map(|found| found.identity);
+            let result = identify::identify(backend, id, mode).map(|found| found.identity);
             if let Err(e) = &result {
                 eprintln!("restation: device {id}: {e}");
             }

@@ -171,6 +171,12 @@ pub async fn serve_on<L: Listener>(
                         .with_upgrades()
                         .await;
                     if let Err(e) = served {
+                        // A client hanging up on its event stream (`restation restore` once
+                        // its job ended) is how such a stream ends, not a refusal.
+                        if e.is_incomplete_message() || e.is_body_write_aborted() {
+                            tracing::debug!(error = %e, "API client hung up");
+                            return;
+                        }
                         shared.api_refused.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "bad or broken API connection");
                     }

@@ -18,7 +18,7 @@ use irecv::serial::SerialInfo;
 use lockdown::{DaemonType, HostCodec, Reply, Request};
 use plist::{Dictionary, Value};
 use serde::{Deserialize, Serialize};
-use usb::{ErrorKind, UsbDevice, UsbError};
+use usb::{ErrorKind, UsbError};
 use usbmux::ConnId;
 
 use super::session::{Pump, SessionError};
@@ -100,8 +100,21 @@ pub struct Found {
     pub pump: Option<Pump>,
 }
 
-/// Identifies an opened phone in `mode`.
-pub fn identify(mut dev: Box<dyn UsbDevice>, mode: Mode) -> Result<Found, IdentifyError> {
+/// How many times identification opens a usbmux phone's mux interface before it settles for
+/// the UDID. Another process may switch a phone's configuration just after it enumerates: the
+/// udev rule Debian's usbmuxd installs writes `bConfigurationValue=0` on every arrival, which
+/// takes the mux interface away from whoever claimed it first. It does so once per arrival, so
+/// the second attempt finds the configuration settled.
+pub const MUX_ATTEMPTS: usize = 3;
+
+/// Identifies the phone `id` of `backend`, in `mode` (it opens the device itself, again for
+/// each mux attempt).
+pub fn identify(
+    backend: &dyn usb::UsbBackend,
+    id: usb::DeviceId,
+    mode: Mode,
+) -> Result<Found, IdentifyError> {
+    let mut dev = backend.open(id)?;
     let index = dev.device_descriptor().serial_number_index;
     if index == 0 {
         return Err(IdentifyError::NoSerial { mode });
@@ -119,21 +132,48 @@ pub fn identify(mut dev: Box<dyn UsbDevice>, mode: Mode) -> Result<Found, Identi
     };
     let mut pump = None;
     if mode.is_usbmux() {
-        match Pump::open(dev) {
-            Ok(mut p) => {
-                match ask_lockdown(&mut p) {
-                    Ok(Told::Lockdown(values)) => apply_lockdown(&mut identity, &values),
-                    Ok(Told::Restored(info)) => {
-                        apply_lockdown(&mut identity, &info);
-                        identity.restore_os = true;
+        let mut dev = Some(dev);
+        for attempt in 1..=MUX_ATTEMPTS {
+            let last = attempt == MUX_ATTEMPTS;
+            // A fresh handle after a failed attempt; failing to open it is the phone gone.
+            let d = match dev.take() {
+                Some(d) => d,
+                None => backend.open(id)?,
+            };
+            let why = match Pump::open(d) {
+                Ok(mut p) => match ask_lockdown(&mut p) {
+                    Ok(told) => {
+                        let (values, restore_os) = match told {
+                            Told::Lockdown(values) => (values, false),
+                            Told::Restored(info) => (info, true),
+                        };
+                        apply_lockdown(&mut identity, &values);
+                        identity.restore_os = restore_os;
+                        identity.ecid_pending = None;
+                        pump = Some(p);
+                        break;
                     }
-                    Err(e) if e.vanished() => return Err(vanished()),
-                    Err(e) => identity.ecid_pending = Some(e.to_string()),
+                    Err(e) if e.vanished() && last => return Err(vanished()),
+                    Err(e) => {
+                        // The link stays for the usbmuxd socket when lockdown said no.
+                        let retry = e.usb_failed() && !last;
+                        if !retry {
+                            identity.ecid_pending = Some(e.to_string());
+                            pump = Some(p);
+                            break;
+                        }
+                        e.to_string()
+                    }
+                },
+                Err(e) if e.usb_failed() && !last => e.to_string(),
+                Err(e) if e.vanished() => return Err(vanished()),
+                Err(e) => {
+                    identity.ecid_pending = Some(e.to_string());
+                    break;
                 }
-                pump = Some(p);
-            }
-            Err(e) if e.vanished() => return Err(vanished()),
-            Err(e) => identity.ecid_pending = Some(e.to_string()),
+            };
+            tracing::debug!(attempt, error = %why, "the mux interface failed; opening it again");
+            identity.ecid_pending = Some(why);
         }
     }
     if identity.ecid.is_none() && identity.ecid_pending.is_none() {
@@ -237,6 +277,10 @@ pub enum LockdownError {
 impl LockdownError {
     fn vanished(&self) -> bool {
         matches!(self, LockdownError::Session(e) if e.vanished())
+    }
+
+    fn usb_failed(&self) -> bool {
+        matches!(self, LockdownError::Session(e) if e.usb_failed())
     }
 }
 

@@ -295,10 +295,7 @@ impl Daemon {
                         tokio::task::spawn_blocking(move || {
                             let span = tracing::info_span!("identify", device = %id, port, %mode);
                             let _enter = span.enter();
-                            let found = backend
-                                .open(id)
-                                .map_err(IdentifyError::Usb)
-                                .and_then(|dev| identify::identify(dev, mode));
+                            let found = identify::identify(&*backend, id, mode);
                             let (result, session) = match found {
                                 Ok(found) => {
                                     // The mux link identification ran stays up for the
@@ -334,11 +331,20 @@ impl Daemon {
     }
 
     fn on_identified(&self, done: Identified) {
-        if let Err(e) = &done.result {
-            if e.vanished() {
-                tracing::warn!(error = %e, "phone left while being identified");
-            } else {
-                tracing::warn!(error = %e, "identification failed");
+        match &done.result {
+            Err(e) if e.vanished() => {
+                tracing::warn!(error = %e, "phone left while being identified")
+            }
+            Err(e) => tracing::warn!(error = %e, "identification failed"),
+            Ok(identity) => {
+                if let Some(why) = &identity.ecid_pending {
+                    tracing::warn!(
+                        device = %done.device,
+                        udid = identity.udid.as_deref().unwrap_or("?"),
+                        why = %why,
+                        "no ECID from the phone"
+                    );
+                }
             }
         }
         let mut registry = self.shared.registry();

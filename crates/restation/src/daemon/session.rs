@@ -88,6 +88,12 @@ impl SessionError {
     pub fn vanished(&self) -> bool {
         matches!(self, SessionError::Usb(e) if e.kind() == ErrorKind::NoDevice)
     }
+
+    /// True when a USB request failed (not the mux protocol, not a silent phone): the
+    /// interface was taken away, the phone left, a transfer broke.
+    pub fn usb_failed(&self) -> bool {
+        matches!(self, SessionError::Usb(e) if e.kind() != ErrorKind::Timeout)
+    }
 }
 
 /// The largest mux packet the host sends: usbmux's limit, less one byte when that is a

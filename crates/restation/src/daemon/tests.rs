@@ -309,7 +309,11 @@ impl UsbBackend for Garbled {
         }
         let dev = self.hub.open(id)?;
         if port == Some(self.junk_serial) {
-            return Ok(Box::new(JunkSerial(dev)));
+            return Ok(Box::new(Tampered {
+                inner: dev,
+                junk_serial: true,
+                steal_configuration: false,
+            }));
         }
         Ok(dev)
     }
@@ -319,36 +323,46 @@ impl UsbBackend for Garbled {
     }
 }
 
-/// A phone whose string descriptors are valid UTF-16 but no iBoot serial.
-struct JunkSerial(Box<dyn UsbDevice>);
+/// A phone as another party tampers with it: its string descriptors valid UTF-16 but no iBoot
+/// serial (`junk_serial`), or its configuration switched to 0 right after the host selects one
+/// (`steal_configuration`: what the udev rule of Debian's usbmuxd does on every arrival).
+struct Tampered {
+    inner: Box<dyn UsbDevice>,
+    junk_serial: bool,
+    steal_configuration: bool,
+}
 
-impl UsbDevice for JunkSerial {
+impl UsbDevice for Tampered {
     fn device_descriptor(&self) -> &usb::DeviceDescriptor {
-        self.0.device_descriptor()
+        self.inner.device_descriptor()
     }
     fn configurations(&self) -> &[usb::ConfigurationDescriptor] {
-        self.0.configurations()
+        self.inner.configurations()
     }
     fn speed(&self) -> usb::Speed {
-        self.0.speed()
+        self.inner.speed()
     }
     fn port_path(&self) -> Option<&usb::PortPath> {
-        self.0.port_path()
+        self.inner.port_path()
     }
     fn active_configuration(&mut self) -> Result<u8, UsbError> {
-        self.0.active_configuration()
+        self.inner.active_configuration()
     }
     fn set_configuration(&mut self, value: u8) -> Result<(), UsbError> {
-        self.0.set_configuration(value)
+        self.inner.set_configuration(value)?;
+        if std::mem::take(&mut self.steal_configuration) {
+            self.inner.set_configuration(0)?;
+        }
+        Ok(())
     }
     fn claim_interface(&mut self, interface: u8) -> Result<(), UsbError> {
-        self.0.claim_interface(interface)
+        self.inner.claim_interface(interface)
     }
     fn release_interface(&mut self, interface: u8) -> Result<(), UsbError> {
-        self.0.release_interface(interface)
+        self.inner.release_interface(interface)
     }
     fn set_alternate_setting(&mut self, interface: u8, alt: u8) -> Result<(), UsbError> {
-        self.0.set_alternate_setting(interface, alt)
+        self.inner.set_alternate_setting(interface, alt)
     }
     fn control_in(
         &mut self,
@@ -357,11 +371,11 @@ impl UsbDevice for JunkSerial {
         timeout: Duration,
     ) -> Result<Vec<u8>, UsbError> {
         let string = setup.request == 6 && setup.value >> 8 == 3 && setup.value & 0xFF != 0;
-        if string {
+        if string && self.junk_serial {
             // "\u{FFFD}%$#" in UTF-16LE: a string, but nothing iBoot would say.
             return Ok(vec![10, 3, 0xFD, 0xFF, b'%', 0, b'$', 0, b'#', 0]);
         }
-        self.0.control_in(setup, length, timeout)
+        self.inner.control_in(setup, length, timeout)
     }
     fn control_out(
         &mut self,
@@ -369,16 +383,16 @@ impl UsbDevice for JunkSerial {
         data: &[u8],
         timeout: Duration,
     ) -> Result<usize, UsbError> {
-        self.0.control_out(setup, data, timeout)
+        self.inner.control_out(setup, data, timeout)
     }
     fn bulk_in(&mut self, ep: u8, length: usize, timeout: Duration) -> Result<Vec<u8>, UsbError> {
-        self.0.bulk_in(ep, length, timeout)
+        self.inner.bulk_in(ep, length, timeout)
     }
     fn bulk_out(&mut self, ep: u8, data: &[u8], timeout: Duration) -> Result<usize, UsbError> {
-        self.0.bulk_out(ep, data, timeout)
+        self.inner.bulk_out(ep, data, timeout)
     }
     fn reset(&mut self) -> Result<(), UsbError> {
-        self.0.reset()
+        self.inner.reset()
     }
 }
 
@@ -404,6 +418,66 @@ async fn a_garbage_serial_and_a_malformed_descriptor_are_counted_and_the_daemon_
     hub.plug(3, bench::phone(3, bench::start_mode(3), &clock).unwrap())
         .unwrap();
     running.wait_for("a later phone", present(2)).await;
+    running.stop().await;
+}
+
+/// A backend whose phones each get their configuration taken away once, on the first open.
+struct ConfigThief {
+    hub: VirtualHub,
+    /// Opens of each device so far.
+    opened: std::sync::Mutex<std::collections::HashMap<DeviceId, usize>>,
+}
+
+impl UsbBackend for ConfigThief {
+    fn devices(&self) -> Result<Vec<DeviceInfo>, UsbError> {
+        self.hub.devices()
+    }
+
+    fn open(&self, id: DeviceId) -> Result<Box<dyn UsbDevice>, UsbError> {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        let n = opened.entry(id).or_default();
+        *n += 1;
+        let first = *n == 1;
+        Ok(Box::new(Tampered {
+            inner: self.hub.open(id)?,
+            junk_serial: false,
+            steal_configuration: first,
+        }))
+    }
+
+    fn watch(&self, sink: HotplugSink) -> Result<Watch, UsbError> {
+        self.hub.watch(sink)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_switched_away_at_arrival_is_selected_again() {
+    let clock: Arc<dyn Clock> = ManualClock::new();
+    let bench = bench::BenchSpec::Named(vec![
+        "iPhone10,3:restore".parse().unwrap(),
+        "iPhone14,3:normal".parse().unwrap(),
+    ]);
+    let hub = bench.hub(1, Arc::clone(&clock)).unwrap();
+    let ecids: Vec<u64> = (0..2)
+        .map(|i| hub.with_phone(i, |p| p.profile().ecid).unwrap())
+        .collect();
+    let thief = Arc::new(ConfigThief {
+        hub: hub.clone(),
+        opened: Default::default(),
+    });
+    let running = Running::start(thief.clone());
+    running.wait_for("both phones", present(2)).await;
+    let entry = |ecid| running.shared.registry().get(&Key::Ecid(ecid)).cloned();
+    let restore = entry(ecids[0]).unwrap();
+    assert_eq!(restore.mode, Mode::Restore);
+    assert_eq!(restore.identity.ecid_pending, None);
+    let normal = entry(ecids[1]).unwrap();
+    assert_eq!(normal.mode, Mode::Normal);
+    assert_eq!(normal.identity.product_type.as_deref(), Some("iPhone14,3"));
+    // each phone was opened again after its configuration was taken
+    let opened = thief.opened.lock().unwrap().clone();
+    assert_eq!(opened.len(), 2);
+    assert!(opened.values().all(|&n| n == 2), "{opened:?}");
     running.stop().await;
 }
 
