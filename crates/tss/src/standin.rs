@@ -207,9 +207,15 @@ impl Standin {
         Standin::start_with(Signer::random()).await
     }
 
-    /// Starts a stand-in signing with `signer`.
+    /// Starts a stand-in signing with `signer` on `127.0.0.1:0`.
     pub async fn start_with(signer: Signer) -> std::io::Result<Standin> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Standin::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), signer).await
+    }
+
+    /// Starts a stand-in signing with `signer` on `addr` (a bench whose phones sit in a VM
+    /// reaches it through the VM's address for the host).
+    pub async fn start_on(addr: SocketAddr, signer: Signer) -> std::io::Result<Standin> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             signer,

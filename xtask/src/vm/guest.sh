@@ -244,7 +244,7 @@ check_upload() {
     fi
 }
 check_upload irecovery-upload-recovery "$BENCH_RECOVERY" recovery 1048576
-# DFU on two phones (each leaves DFU after one upload): a size that leaves room for the 16-byte
+# DFU on two phones (each resets after one upload): a size that leaves room for the 16-byte
 # suffix in the last 2048-byte block, then a multiple of 2048, where libirecovery sends the
 # suffix as a DNLOAD of its own right after the last data block, without a GETSTATUS between.
 check_upload irecovery-upload-dfu "$BENCH_DFU" dfu 261000
@@ -473,7 +473,8 @@ if needs_restation restation-devices; then
     t0=$(ms)
     mkdir -p /run/pairs
     RUST_LOG=info "$R" serve --usb --socket /run/restation.sock --usbmuxd-socket /run/mux.sock \
-        --pair-records /run/pairs >"$LOGS/restation-serve.log" 2>&1 &
+        --pair-records /run/pairs --store "$B/store" --tss-url "$BENCH_TSS_URL" \
+        >"$LOGS/restation-serve.log" 2>&1 &
     SERVE_PID=$!
     if wait_until 120 sees_all; then
         pass restation-devices "phones=$nphones $(present | awk '{ printf "%s%s:%s@%s", sep, $1, $2, $3; sep="," }') time=$(since "$t0")"
@@ -522,10 +523,38 @@ if [ -n "$SERVE_PID" ]; then
     else
         fail restation-mode-change "rc=$rc [$(oneline <<<"$out")]; daemon lists [$(present | paste -sd, -)]"
     fi
+
+    # A whole restore on the kernel's USB stack: the RESTORE phone from DFU to a restored phone
+    # (iBSS, iBEC, the ramdisk and the rest in recovery, restored, ASR, the reboot), personalized
+    # by the host's TSS stand-in, the IPSW read from the store the host staged.
+    RP=$BENCH_RESTORE
+    recid=$(phone "$RP" ECID)
+    if [ -n "$BENCH_RESTORE_ERROR" ] || [ -z "$BENCH_RESTORE_IPSW" ]; then
+        fail restation-restore "no staged IPSW: ${BENCH_RESTORE_ERROR:-none}"
+    else
+        t0=$(ms)
+        mark=$(event_lines)
+        timeout 900 "$R" restore --socket /run/restation.sock --ecid "$recid" \
+            --ipsw "$BENCH_RESTORE_IPSW" --erase --json \
+            >"$LOGS/restation-restore.jsonl" 2>"$LOGS/restation-restore.err"
+        rc=$?
+        took=$(since "$t0")
+        last=$(tail -n 1 "$LOGS/restation-restore.jsonl")
+        phases=$(jq -r .phase "$LOGS/restation-restore.jsonl" 2>/dev/null | uniq | paste -sd'>' -)
+        job_s=$(jq -r 'if .ended_ms then ((.ended_ms - .started_ms) / 1000 | tostring) else "?" end' <<<"$last" 2>/dev/null)
+        modes=$(events_after "$mark" ".event == \"mode\" and .busid == \"$RP\"" | jq -r .mode 2>/dev/null | paste -sd'>' -)
+        build_ok() { [ "$(via_restation ideviceinfo -u "$(phone "$RP" UDID)" -s -k BuildVersion 2>/dev/null)" = "$BENCH_RESTORE_BUILD" ]; }
+        if [ "$rc" -eq 0 ] && [ "$(jq -r .state <<<"$last" 2>/dev/null)" = succeeded ] && wait_until 60 build_ok; then
+            pass restation-restore "ECID $recid $(phone "$RP" PRODUCT) dfu -> normal running $BENCH_RESTORE_BUILD (lockdown BuildVersion through restation's socket) job=${job_s}s wall=$took phases=[$phases] host saw modes=[$modes] attempts=$(jq -r .attempts <<<"$last" 2>/dev/null)"
+        else
+            fail restation-restore "rc=$rc state=$(jq -r .state <<<"$last" 2>/dev/null) phase=$(jq -r .phase <<<"$last" 2>/dev/null) error=[$(jq -r '.error // ""' <<<"$last" 2>/dev/null | oneline)] number=$(jq -r '.number // ""' <<<"$last" 2>/dev/null) BuildVersion=[$(via_restation ideviceinfo -u "$(phone "$RP" UDID)" -s -k BuildVersion 2>&1 | oneline)] phases=[$phases] modes=[$modes] after $took; stderr: $(tail -n 2 "$LOGS/restation-restore.err" | oneline)"
+        fi
+    fi
     stop "$SERVE_PID"
 else
     needs_restation restation-usbmuxd-ideviceinfo && fail restation-usbmuxd-ideviceinfo "restation serve did not start"
     needs_restation restation-mode-change && fail restation-mode-change "restation serve did not start"
+    needs_restation restation-restore && fail restation-restore "restation serve did not start"
 fi
 
 # --- done --------------------------------------------------------------------------------------

@@ -172,8 +172,43 @@ pub fn run(args: &VmArgs) -> Result<bool> {
             .with_context(|| format!("copying {} into the run directory", path.display()))?;
     }
 
+    // --- the IPSW the guest's restation restores: synthesized and staged on the host ----------
+    let t = Instant::now();
+    let staged = match &restation {
+        Err(_) => Err(anyhow::anyhow!("restation did not build")),
+        Ok(path) => stage_restore_ipsw(path, &run),
+    };
+    let restore_env = match &staged {
+        Ok(s) => {
+            report.pass(
+                "restore-ipsw",
+                &format!(
+                    "{} {} ({} bytes, id {}) staged into run/store in {:.1}s",
+                    RESTORE_PRODUCT,
+                    s.build,
+                    s.size,
+                    &s.id[..12.min(s.id.len())],
+                    t.elapsed().as_secs_f64()
+                ),
+            );
+            format!(
+                "BENCH_RESTORE_IPSW={}\nBENCH_RESTORE_BUILD={}\nBENCH_RESTORE_ERROR=''\n",
+                server::quote(&s.id),
+                server::quote(&s.build)
+            )
+        }
+        Err(e) => {
+            report.fail("restore-ipsw", &format!("{e:#}"));
+            format!(
+                "BENCH_RESTORE_IPSW=''\nBENCH_RESTORE_BUILD=''\nBENCH_RESTORE_ERROR={}\n",
+                server::quote(&first_line(&format!("{e:#}")))
+            )
+        }
+    };
+
     // --- the USB/IP server ---------------------------------------------------------------------
     let port = server::free_port()?;
+    let tss_port = server::free_port()?;
     let (server, server_error) = match &restation {
         Err(_) => (None, Some("restation did not build".to_owned())),
         Ok(path) => {
@@ -183,7 +218,7 @@ pub fn run(args: &VmArgs) -> Result<bool> {
                 report.fail("usbip-server", why);
                 (None, Some(why.to_owned()))
             } else {
-                match server::start(path, &run, port, Duration::from_secs(30)) {
+                match server::start(path, &run, port, tss_port, Duration::from_secs(30)) {
                     Ok(s) => {
                         let phones: Vec<String> = s
                             .identities
@@ -222,6 +257,11 @@ pub fn run(args: &VmArgs) -> Result<bool> {
         restation_error.as_deref(),
     );
     env.push_str(&bench_extras(args));
+    env.push_str(&restore_env);
+    // the guest reaches the host's loopback as 10.0.2.2 (qemu's user networking)
+    env.push_str(&format!(
+        "BENCH_TSS_URL=http://10.0.2.2:{tss_port}/TSS/controller?action=2\n"
+    ));
     fs::write(run.join("bench.env"), env)?;
 
     // --- boot and run the guest's checks -------------------------------------------------------
@@ -424,6 +464,52 @@ fn bench_extras(args: &VmArgs) -> String {
             (None, false) => "dev",
         }
     )
+}
+
+/// The model and OS image size of the IPSW the guest restores (the RESTORE phone's model).
+const RESTORE_PRODUCT: &str = "iPhone10,3";
+const RESTORE_OS_SIZE: &str = "16M";
+
+/// What `restation ipsw stage --json` said about the restore's IPSW.
+struct Staged {
+    id: String,
+    build: String,
+    size: u64,
+}
+
+/// `restation ipsw synth` of the RESTORE phone's model into the run directory, then `restation
+/// ipsw stage --store run/store` (the guest's daemon reads that store over 9p: staging hashes
+/// every member, which would take minutes under TCG). The synthesized file is removed after.
+fn stage_restore_ipsw(restation: &Path, run: &Path) -> Result<Staged> {
+    let ipsw = run.join("restore.ipsw");
+    let deadline = Duration::from_secs(300);
+    let mut synth = Command::new(restation);
+    synth
+        .args(["ipsw", "synth", "--profile", RESTORE_PRODUCT, "--os-size"])
+        .arg(RESTORE_OS_SIZE)
+        .arg(&ipsw);
+    let (status, _) = proc::run_stdout("restation ipsw synth", &mut synth, deadline)?;
+    if !status.success() {
+        bail!("restation ipsw synth --profile {RESTORE_PRODUCT} failed ({status})");
+    }
+    let mut stage = Command::new(restation);
+    stage
+        .args(["ipsw", "stage", "--json", "--store"])
+        .arg(run.join("store"))
+        .arg(&ipsw);
+    let (status, stdout) = proc::run_stdout("restation ipsw stage", &mut stage, deadline)?;
+    if !status.success() {
+        bail!("restation ipsw stage failed ({status})");
+    }
+    fs::remove_file(&ipsw).with_context(|| format!("removing {}", ipsw.display()))?;
+    let record: Value =
+        serde_json::from_slice(&stdout).context("restation ipsw stage --json printed no record")?;
+    let text = |k: &str| record.get(k).and_then(Value::as_str).map(str::to_owned);
+    Ok(Staged {
+        id: text("id").context("the staged record has no id")?,
+        build: text("product_build_version").context("the staged record has no build")?,
+        size: record.get("size").and_then(Value::as_u64).unwrap_or(0),
+    })
 }
 
 /// Whether this restation has the `sim usbip` subcommand.

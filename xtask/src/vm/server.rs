@@ -24,11 +24,12 @@ pub struct Port {
 
 /// The bench: a normal phone for the reference tools, a recovery and a DFU phone for
 /// irecovery, a second normal phone for restation's own usbmuxd socket, a second DFU phone,
-/// and two more DFU phones of one model for the wire comparison (libirecovery's upload on one,
-/// restation's on the other).
-/// Each normal phone is sent to recovery once and each DFU phone leaves DFU after one upload
-/// (it boots what it received), so each path gets its own phone.
-pub const PORTS: [Port; 7] = [
+/// two more DFU phones of one model for the wire comparison (libirecovery's upload on one,
+/// restation's on the other), and a DFU phone that restation restores from end to end.
+/// Each normal phone is sent to recovery once, and each DFU phone resets after an upload (it
+/// refuses the test file, which the TSS stand-in did not personalize, and comes back in DFU),
+/// so each path gets its own phone.
+pub const PORTS: [Port; 8] = [
     Port {
         product: "iPhone14,3",
         mode: "normal",
@@ -63,6 +64,11 @@ pub const PORTS: [Port; 7] = [
         product: "iPhone7,2",
         mode: "dfu",
         role: "DFU4",
+    },
+    Port {
+        product: "iPhone10,3",
+        mode: "dfu",
+        role: "RESTORE",
     },
 ];
 
@@ -104,14 +110,22 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Starts `restation sim usbip` and waits for its `listening` event and one identity line per
-/// phone.
-pub fn start(restation: &Path, run: &Path, port: u16, deadline: Duration) -> Result<Server> {
+/// Starts `restation sim usbip` (with its TSS stand-in on `tss_port`) and waits for its
+/// `listening` event and one identity line per phone.
+pub fn start(
+    restation: &Path,
+    run: &Path,
+    port: u16,
+    tss_port: u16,
+    deadline: Duration,
+) -> Result<Server> {
     let events = run.join("events.jsonl");
     let log = run.join("logs/usbip-server.log");
     let listen = format!("127.0.0.1:{port}");
     let mut cmd = Command::new(restation);
     cmd.args(["sim", "usbip", "--listen", &listen]);
+    cmd.arg("--tss-standin")
+        .arg(format!("127.0.0.1:{tss_port}"));
     for p in PORTS {
         cmd.arg("--phone").arg(format!("{}:{}", p.product, p.mode));
     }
@@ -266,7 +280,7 @@ pub fn bench_env(
 }
 
 /// Single-quoted for sh.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 

@@ -11,7 +11,10 @@
 //! irecovery's formats, `serial`, `udid`, `product`, the USB serial string of the mode it starts
 //! in), then the server's events: `listening`, `mode` (the phone enumerated: `mode`, `pid`),
 //! `left`, `attached`, `detached`, `upload` (a file the phone received whole: `mode` recovery
-//! or dfu, `bytes`, `sha256`), `protocol_error`.
+//! or dfu, `bytes`, `sha256`), `protocol_error`. With `--tss-standin ADDR`, a `tss_standin`
+//! line (its `url`) comes after the `phone` lines: the phones then check every image's ticket
+//! against that stand-in's key, so a restore from another machine (the VM bench's guest) is
+//! personalized end to end.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -61,6 +64,11 @@ struct UsbipArgs {
     /// 0 answers dfuDNLOAD-IDLE at the first GETSTATUS).
     #[arg(long, value_name = "MS")]
     dfu_busy_ms: Option<u64>,
+    /// Run a TSS signing stand-in on ADDR (e.g. 127.0.0.1:8421); the phones then boot only
+    /// images personalized by it, as real phones boot only Apple-signed ones. Point the
+    /// restoring daemon's `--tss-url` at `http://ADDR/TSS/controller?action=2`.
+    #[arg(long, value_name = "ADDR")]
+    tss_standin: Option<std::net::SocketAddr>,
 }
 
 /// The `phone` line: who each virtual phone is.
@@ -102,6 +110,23 @@ fn usbip(args: &UsbipArgs) -> anyhow::Result<ExitCode> {
     if let Some(ms) = args.dfu_busy_ms {
         timings.dfu_block_busy = Duration::from_millis(ms);
     }
+    // The stand-in's HTTP server needs a runtime; the USB/IP server runs on threads of its own.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the runtime for the TSS stand-in")?;
+    let standin = match args.tss_standin {
+        Some(addr) => Some(
+            runtime
+                .block_on(tss::standin::Standin::start_on(
+                    addr,
+                    tss::standin::Signer::random(),
+                ))
+                .with_context(|| format!("starting the TSS stand-in on {addr}"))?,
+        ),
+        None => None,
+    };
     for (i, spec) in args.phones.iter().enumerate() {
         let profile =
             Profile::for_product_type(&spec.product_type, args.seed.wrapping_add(i as u64))
@@ -111,7 +136,10 @@ fn usbip(args: &UsbipArgs) -> anyhow::Result<ExitCode> {
             timings,
             ..Options::default()
         };
-        let phone = Phone::new(profile.clone(), options, clock.now());
+        let mut phone = Phone::new(profile.clone(), options, clock.now());
+        if let Some(standin) = &standin {
+            phone.set_image_check(Box::new(tss::verify::image_check(standin.public_key())));
+        }
         hub.plug(i, phone)?;
         let (pid, usb_serial) = hub
             .with_phone(i, |p| {
@@ -139,6 +167,10 @@ fn usbip(args: &UsbipArgs) -> anyhow::Result<ExitCode> {
         };
         writeln!(out, "{}", serde_json::to_string(&line)?)?;
     }
+    if let Some(standin) = &standin {
+        let line = serde_json::json!({"event": "tss_standin", "url": standin.url()});
+        writeln!(out, "{line}")?;
+    }
     out.flush()?;
     let (tx, rx) = mpsc::channel();
     let server = UsbipServer::start(args.listen.as_str(), hub, Some(tx))
@@ -148,6 +180,9 @@ fn usbip(args: &UsbipArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
     }
     drop(server);
+    if let Some(standin) = standin {
+        runtime.block_on(standin.shutdown());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
