@@ -450,14 +450,18 @@ impl UsbBackend for ConfigThief {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_configuration_switched_away_at_arrival_is_selected_again() {
-    let clock: Arc<dyn Clock> = ManualClock::new();
+/// An iPhone10,3 in restore mode on port 0 and an iPhone14,3 in normal mode on port 1.
+fn restore_and_normal() -> VirtualHub {
     let bench = bench::BenchSpec::Named(vec![
         "iPhone10,3:restore".parse().unwrap(),
         "iPhone14,3:normal".parse().unwrap(),
     ]);
-    let hub = bench.hub(1, Arc::clone(&clock)).unwrap();
+    bench.hub(1, ManualClock::new()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_switched_away_at_arrival_is_selected_again() {
+    let hub = restore_and_normal();
     let ecids: Vec<u64> = (0..2)
         .map(|i| hub.with_phone(i, |p| p.profile().ecid).unwrap())
         .collect();
@@ -483,12 +487,7 @@ async fn a_configuration_switched_away_at_arrival_is_selected_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_mode_phone_is_identified_through_restored_and_keeps_a_mux_session() {
-    let clock: Arc<dyn Clock> = ManualClock::new();
-    let bench = bench::BenchSpec::Named(vec![
-        "iPhone10,3:restore".parse().unwrap(),
-        "iPhone14,3:normal".parse().unwrap(),
-    ]);
-    let hub = bench.hub(1, Arc::clone(&clock)).unwrap();
+    let hub = restore_and_normal();
     let restore_ecid = hub.with_phone(0, |p| p.profile().ecid).unwrap();
     let running = Running::start(Arc::new(hub.clone()));
     running.wait_for("both phones", present(2)).await;
