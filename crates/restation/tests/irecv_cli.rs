@@ -141,3 +141,108 @@ fn mode_of_a_product_id() {
     let out = restation(&["irecv", "mode", "banana"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A file of `len` bytes in a fresh directory (kept alive by the returned guard).
+fn file(len: usize) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ibss.bin");
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&path, data).unwrap();
+    (dir, path.to_str().unwrap().to_owned())
+}
+
+#[test]
+fn send_uploads_to_recovery_and_downloads_to_dfu() {
+    use sha2::{Digest, Sha256};
+    // 5000 bytes: DFU's last block keeps room for the suffix; recovery ends on a short packet.
+    let (_dir, path) = file(5000);
+    let want = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
+    for (phone, mode) in [
+        ("iPhone10,3:recovery", "recovery"),
+        ("iPhone7,2:dfu", "dfu"),
+    ] {
+        let sent = json(&["irecv", "send", &path, "--sim", phone, "--json"]);
+        assert_eq!(sent["mode"], mode, "{sent}");
+        assert_eq!(sent["bytes"], 5000, "{sent}");
+        assert_eq!(sent["sha256"], want.as_str(), "{sent}");
+        assert!(sent["ecid"].as_str().unwrap().starts_with("0x"), "{sent}");
+    }
+    // Text: one line saying what went where.
+    let out = restation(&["irecv", "send", &path, "--sim", "iPhone10,3:recovery"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("sent 5000 bytes to 0x"), "{text}");
+}
+
+#[test]
+fn send_refuses_what_it_cannot_do() {
+    let (_dir, path) = file(100);
+    // No phone with that ECID.
+    let out = restation(&[
+        "irecv",
+        "send",
+        &path,
+        "--sim",
+        "iPhone10,3:recovery",
+        "--ecid",
+        "0x1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("with ECID 0x1"));
+    // A phone in normal mode is not one to send a file to.
+    let out = restation(&["irecv", "send", &path, "--sim", "iPhone10,3:normal"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no phone in recovery or DFU"));
+    // An empty file, a missing file.
+    let (_empty_dir, empty) = file(0);
+    let out = restation(&["irecv", "send", &empty, "--sim", "iPhone10,3:recovery"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+    let out = restation(&[
+        "irecv",
+        "send",
+        "/nonexistent/ibss",
+        "--sim",
+        "iPhone10,3:recovery",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ibss"));
+}
+
+#[test]
+fn command_reads_an_environment_variable_from_recovery_only() {
+    let out = restation(&[
+        "irecv",
+        "command",
+        "getenv build-version",
+        "--sim",
+        "iPhone10,3:recovery",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = String::from_utf8_lossy(&out.stdout);
+    assert!(value.trim().starts_with("iBoot-"), "{value}");
+    let out = restation(&[
+        "irecv",
+        "command",
+        "setenv auto-boot true",
+        "--sim",
+        "iPhone10,3:recovery",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = restation(&[
+        "irecv",
+        "command",
+        "getenv build-version",
+        "--sim",
+        "iPhone7,2:dfu",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("go to a phone in recovery"));
+}

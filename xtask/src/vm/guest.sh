@@ -319,6 +319,7 @@ if needs_server wire-captures && [ -x "$T" ]; then
 fi
 
 # --- throughput: the same large file to the same recovery phone, restation vs irecovery -------
+# both as a technician runs them: `restation irecv send FILE --ecid X`, `irecovery -i X -f FILE`
 # cpu_of OUT COMMAND...: runs COMMAND (output to OUT); prints "rc user+sys" of it (bash's
 # `times` in a subshell: the CPU seconds of the children it waited for).
 cpu_of() {
@@ -337,7 +338,7 @@ cpu_of() {
 }
 mbps() { awk -v b="$1" -v ms="$2" 'BEGIN { printf "%.3f", b / (ms > 0 ? ms : 1) / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-if needs_server throughput-upload && [ -x "$T" ]; then
+if needs_restation throughput-upload && [ -x "$T" ]; then
     size=$((BENCH_UPLOAD_MIB * 1048576))
     ecid=$(phone "$BENCH_RECOVERY" ECID)
     "$T" pattern --bytes "$size" >/tmp/throughput.bin
@@ -346,9 +347,8 @@ if needs_server throughput-upload && [ -x "$T" ]; then
     }
     bad=""
     mark=$(event_lines)
-    read -r bus addr <<<"$(usb_dev "$(ecid_text "$ecid")")"
     t0=$(ms)
-    read -r rc_r cpu_r <<<"$(cpu_of "$LOGS/throughput-restation.txt" "$T" upload --bus "$bus" --address "$addr" --file /tmp/throughput.bin)"
+    read -r rc_r cpu_r <<<"$(cpu_of "$LOGS/throughput-restation.txt" "$B/restation" irecv send /tmp/throughput.bin --ecid "$ecid")"
     ms_r=$(($(ms) - t0))
     wait_until 30 up_event "$mark" || bad="$bad restation: rc=$rc_r no upload event with the file's sha256 ($(tail -n 1 "$LOGS/throughput-restation.txt" | oneline));"
     mark=$(event_lines)
@@ -357,7 +357,7 @@ if needs_server throughput-upload && [ -x "$T" ]; then
     ms_i=$(($(ms) - t0))
     wait_until 30 up_event "$mark" || bad="$bad irecovery: rc=$rc_i no upload event with the file's sha256;"
     rm -f /tmp/throughput.bin
-    figures="bytes=$size restation=$(mbps "$size" "$ms_r") MB/s (cpu ${cpu_r}s, $(secs "$ms_r")s) irecovery=$(mbps "$size" "$ms_i") MB/s (cpu ${cpu_i}s, $(secs "$ms_i")s) ratio=$(ratio "$ms_i" "$ms_r") (restation/irecovery speed; whole process: start, libusb, upload)"
+    figures="bytes=$size restation($BENCH_RESTATION_PROFILE build)=$(mbps "$size" "$ms_r") MB/s (cpu ${cpu_r}s, $(secs "$ms_r")s) irecovery=$(mbps "$size" "$ms_i") MB/s (cpu ${cpu_i}s, $(secs "$ms_i")s) ratio=$(ratio "$ms_i" "$ms_r") (restation/irecovery speed; whole process: start, libusb, upload)"
     if [ -z "$bad" ]; then
         pass throughput-upload "$figures"
     else

@@ -1,4 +1,4 @@
-//! `restation irecv`: look at what a phone in recovery or DFU says about itself, offline.
+//! `restation irecv`: look at what a phone in recovery or DFU says about itself, and talk to it.
 //!
 //! - `restation irecv parse-serial "<iSerialNumber>" [--json]`: decode an iBoot/SecureROM serial
 //!   string and name the device. Exit 0 when the string is a serial string (even with masked or
@@ -6,6 +6,8 @@
 //!   are read (a real one is under 256 bytes); a note on stderr says when the rest was ignored.
 //! - `restation irecv mode <product id>`: which mode an Apple USB product id means
 //!   (`0x1281` → `recovery`).
+//! - `restation irecv send FILE` and `restation irecv command CMD`: talk to a phone over USB
+//!   ([`super::irecv_device`]).
 
 use std::process::ExitCode;
 
@@ -29,6 +31,12 @@ enum IrecvCommand {
     ParseSerial(ParseSerialArgs),
     /// Name the mode an Apple USB product id means (e.g. 0x1281 -> recovery).
     Mode(ModeArgs),
+    /// Send a file to a phone in recovery (bulk upload) or DFU (DFU download), like
+    /// `irecovery -f`.
+    Send(super::irecv_device::SendArgs),
+    /// Send one iBoot command to a phone in recovery (`getenv NAME` prints the value), like
+    /// `irecovery -c`.
+    Command(super::irecv_device::CommandArgs),
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +107,8 @@ pub fn run(args: &IrecvArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
         IrecvCommand::ParseSerial(a) => parse_serial(a),
         IrecvCommand::Mode(a) => mode(a),
+        IrecvCommand::Send(a) => super::irecv_device::send(a),
+        IrecvCommand::Command(a) => super::irecv_device::command(a),
     }
 }
 

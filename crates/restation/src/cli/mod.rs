@@ -9,6 +9,7 @@ pub mod history;
 pub mod http;
 pub mod ipsw;
 pub mod irecv;
+pub mod irecv_device;
 pub mod restore;
 pub mod serve;
 pub mod sim;
