@@ -151,6 +151,19 @@ fn file(len: usize) -> (tempfile::TempDir, String) {
     (dir, path.to_str().unwrap().to_owned())
 }
 
+/// `restation irecv ARGS --sim PHONE`: talk to a virtual phone `PRODUCT:MODE`.
+fn on(phone: &str, args: &[&str]) -> Output {
+    let mut all = vec!["irecv"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--sim", phone]);
+    restation(&all)
+}
+
+/// What the command said on stderr.
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn send_uploads_to_recovery_and_downloads_to_dfu() {
     use sha2::{Digest, Sha256};
@@ -161,14 +174,16 @@ fn send_uploads_to_recovery_and_downloads_to_dfu() {
         ("iPhone10,3:recovery", "recovery"),
         ("iPhone7,2:dfu", "dfu"),
     ] {
-        let sent = json(&["irecv", "send", &path, "--sim", phone, "--json"]);
+        let out = on(phone, &["send", &path, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(sent["mode"], mode, "{sent}");
         assert_eq!(sent["bytes"], 5000, "{sent}");
         assert_eq!(sent["sha256"], want.as_str(), "{sent}");
         assert!(sent["ecid"].as_str().unwrap().starts_with("0x"), "{sent}");
     }
     // Text: one line saying what went where.
-    let out = restation(&["irecv", "send", &path, "--sim", "iPhone10,3:recovery"]);
+    let out = on("iPhone10,3:recovery", &["send", &path]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("sent 5000 bytes to 0x"), "{text}");
@@ -177,72 +192,42 @@ fn send_uploads_to_recovery_and_downloads_to_dfu() {
 #[test]
 fn send_refuses_what_it_cannot_do() {
     let (_dir, path) = file(100);
-    // No phone with that ECID.
-    let out = restation(&[
-        "irecv",
-        "send",
-        &path,
-        "--sim",
-        "iPhone10,3:recovery",
-        "--ecid",
-        "0x1",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("with ECID 0x1"));
-    // A phone in normal mode is not one to send a file to.
-    let out = restation(&["irecv", "send", &path, "--sim", "iPhone10,3:normal"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no phone in recovery or DFU"));
-    // An empty file, a missing file.
     let (_empty_dir, empty) = file(0);
-    let out = restation(&["irecv", "send", &empty, "--sim", "iPhone10,3:recovery"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
-    let out = restation(&[
-        "irecv",
-        "send",
-        "/nonexistent/ibss",
-        "--sim",
-        "iPhone10,3:recovery",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ibss"));
+    for (phone, args, says) in [
+        // no phone with that ECID
+        (
+            "iPhone10,3:recovery",
+            vec!["send", &path, "--ecid", "0x1"],
+            "with ECID 0x1",
+        ),
+        // a phone in normal mode is not one to send a file to
+        (
+            "iPhone10,3:normal",
+            vec!["send", &path],
+            "no phone in recovery or DFU",
+        ),
+        ("iPhone10,3:recovery", vec!["send", &empty], "empty"),
+        (
+            "iPhone10,3:recovery",
+            vec!["send", "/nonexistent/ibss"],
+            "/nonexistent/ibss",
+        ),
+    ] {
+        let out = on(phone, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
 }
 
 #[test]
 fn command_reads_an_environment_variable_from_recovery_only() {
-    let out = restation(&[
-        "irecv",
-        "command",
-        "getenv build-version",
-        "--sim",
-        "iPhone10,3:recovery",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = on("iPhone10,3:recovery", &["command", "getenv build-version"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let value = String::from_utf8_lossy(&out.stdout);
     assert!(value.trim().starts_with("iBoot-"), "{value}");
-    let out = restation(&[
-        "irecv",
-        "command",
-        "setenv auto-boot true",
-        "--sim",
-        "iPhone10,3:recovery",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = restation(&[
-        "irecv",
-        "command",
-        "getenv build-version",
-        "--sim",
-        "iPhone7,2:dfu",
-    ]);
+    let out = on("iPhone10,3:recovery", &["command", "setenv auto-boot true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = on("iPhone7,2:dfu", &["command", "getenv build-version"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("go to a phone in recovery"));
+    assert!(stderr(&out).contains("go to a phone in recovery"));
 }
