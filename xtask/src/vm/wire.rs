@@ -500,9 +500,9 @@ fn mux_packets(c: &Capture) -> Vec<MuxPacket> {
         }
         match (r.event, r.is_in()) {
             (EventType::Submit, false) => to_dev.push(&r.data, true, &mut out),
-            // A read that timed out or was cancelled after bytes came still hands them to the
-            // program (libusb returns them with its timeout), so they are part of the stream.
-            (EventType::Complete, true) if matches!(r.status, 0 | -121 | -2 | -104) => {
+            (EventType::Complete, true)
+                if matches!(r.status, 0 | -121) || r.is_bulk_in_unlinked_with_bytes() =>
+            {
                 to_host.push(&r.data, false, &mut out)
             }
             _ => {}

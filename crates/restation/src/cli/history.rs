@@ -180,7 +180,8 @@ pub fn parse_when(text: &str, now: SystemTime) -> Result<SystemTime, WhenError> 
     Ok(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-fn parse_ecid(text: &str) -> anyhow::Result<u64> {
+/// An ECID as a technician types it: hex, with or without `0x`.
+pub(crate) fn parse_ecid(text: &str) -> anyhow::Result<u64> {
     let hex = text
         .strip_prefix("0x")
         .or_else(|| text.strip_prefix("0X"))

@@ -113,22 +113,15 @@ fn backend(target: &Target) -> anyhow::Result<Arc<dyn UsbBackend>> {
 /// The phone in recovery or DFU the target names (or the only one).
 fn find(target: &Target) -> anyhow::Result<Found> {
     let backend = backend(target)?;
-    let want_ecid = match &target.ecid {
-        Some(text) => {
-            let digits = text.trim_start_matches("0x").trim_start_matches("0X");
-            Some(
-                u64::from_str_radix(digits, 16)
-                    .with_context(|| format!("--ecid {text:?} is not a hexadecimal ECID"))?,
-            )
-        }
-        None => None,
-    };
+    let want_ecid = target
+        .ecid
+        .as_deref()
+        .map(super::history::parse_ecid)
+        .transpose()
+        .context("--ecid")?;
     let mut candidates = Vec::new();
     for info in backend.devices().context("enumerating USB devices")? {
-        if info.descriptor.vendor_id != irecv::mode::APPLE_VENDOR_ID {
-            continue;
-        }
-        let Ok(mode) = Mode::from_product_id(info.descriptor.product_id) else {
+        let Some(Ok(mode)) = irecv::mode::classify(info.vendor_id(), info.product_id()) else {
             continue;
         };
         if !mode.has_iboot_serial() {

@@ -110,21 +110,22 @@ fn usbip(args: &UsbipArgs) -> anyhow::Result<ExitCode> {
     if let Some(ms) = args.dfu_busy_ms {
         timings.dfu_block_busy = Duration::from_millis(ms);
     }
-    // The stand-in's HTTP server needs a runtime; the USB/IP server runs on threads of its own.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the runtime for the TSS stand-in")?;
+    // The stand-in's HTTP server needs a runtime of its own; the USB/IP server runs on threads.
     let standin = match args.tss_standin {
-        Some(addr) => Some(
-            runtime
+        Some(addr) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("starting the runtime for the TSS stand-in")?;
+            let standin = runtime
                 .block_on(tss::standin::Standin::start_on(
                     addr,
                     tss::standin::Signer::random(),
                 ))
-                .with_context(|| format!("starting the TSS stand-in on {addr}"))?,
-        ),
+                .with_context(|| format!("starting the TSS stand-in on {addr}"))?;
+            Some((runtime, standin))
+        }
         None => None,
     };
     for (i, spec) in args.phones.iter().enumerate() {
@@ -137,7 +138,7 @@ fn usbip(args: &UsbipArgs) -> anyhow::Result<ExitCode> {
             ..Options::default()
         };
         let mut phone = Phone::new(profile.clone(), options, clock.now());
-        if let Some(standin) = &standin {
+        if let Some((_, standin)) = &standin {
             phone.set_image_check(Box::new(tss::verify::image_check(standin.public_key())));
         }
         hub.plug(i, phone)?;
@@ -167,7 +168,7 @@ fn usbip(args: &UsbipArgs) -> anyhow::Result<ExitCode> {
         };
         writeln!(out, "{}", serde_json::to_string(&line)?)?;
     }
-    if let Some(standin) = &standin {
+    if let Some((_, standin)) = &standin {
         let line = serde_json::json!({"event": "tss_standin", "url": standin.url()});
         writeln!(out, "{line}")?;
     }
@@ -180,7 +181,7 @@ fn usbip(args: &UsbipArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
     }
     drop(server);
-    if let Some(standin) = standin {
+    if let Some((runtime, standin)) = standin {
         runtime.block_on(standin.shutdown());
     }
     Ok(ExitCode::SUCCESS)

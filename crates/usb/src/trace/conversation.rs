@@ -192,13 +192,7 @@ impl Conversation {
                         (EventType::Error, kind) => {
                             Outcome::Failed(kind.unwrap_or(ErrorKind::Other))
                         }
-                        // A bulk read unlinked by its timeout (or a cancel) after bytes came:
-                        // libusb hands those bytes to the program, so the read returned them.
-                        (_, Some(_))
-                            if matches!(record.status, -2 | -104)
-                                && matches!(exchange.request, Request::BulkIn { .. })
-                                && !record.data.is_empty() =>
-                        {
+                        (_, Some(_)) if record.is_bulk_in_unlinked_with_bytes() => {
                             Outcome::In(record.data.clone())
                         }
                         (_, Some(kind)) => Outcome::Failed(kind),

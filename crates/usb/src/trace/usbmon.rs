@@ -236,6 +236,15 @@ impl Record {
     pub fn is_in(&self) -> bool {
         self.endpoint & 0x80 != 0
     }
+
+    /// A bulk IN completion unlinked by its timeout or a cancel (`-ENOENT`, `-ECONNRESET`)
+    /// after bytes came: libusb hands those bytes to the program, so the read returned them.
+    pub fn is_bulk_in_unlinked_with_bytes(&self) -> bool {
+        self.xfer_type == XferType::Bulk
+            && self.is_in()
+            && matches!(self.status, -2 | -104)
+            && !self.data.is_empty()
+    }
 }
 
 /// The errno usbmon writes as a URB status for an error of `kind` (negative), 0 for none.
